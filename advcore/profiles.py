@@ -1,0 +1,168 @@
+"""Experiment sizes: one notebook, three profiles.
+
+Every experiment in the book reads its sizes from here, so one environment variable,
+``ADVCORE_PROFILE``, scales the whole book:
+
+* ``smoke`` -- tests and CI: every notebook runs in seconds; numbers are not meaningful.
+* ``cpu``   -- the rendered book on a 2-core laptop: the whole book in minutes.
+* ``gpu``   -- paper scale (Goodfellow et al. 2015; Madry et al. 2018) on a GPU.
+
+The default is ``gpu`` when CUDA is available and ``cpu`` otherwise.
+
+Example::
+
+    from advcore.profiles import current_profile
+    profile = current_profile()
+    print(profile.name, profile.mnist_train)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import torch
+
+PROFILE_ENV = "ADVCORE_PROFILE"
+PROFILE_NAMES = ("smoke", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The sizes of every experiment for one profile.
+
+    Field groups: data sizes (number of examples), training budgets (epochs and PGD
+    steps inside training), and attack/evaluation sizes. Chapters never hard-code these.
+    """
+
+    name: str
+
+    # --- data (numbers of examples) ---
+    mnist_train: int  # training examples drawn from the 60k MNIST training set
+    mnist_val: int  # held out of the training set for (adversarial) early stopping
+    mnist_test: int  # test examples evaluated (<= 10k)
+    cifar_train: int
+    cifar_test: int
+
+    # --- training ---
+    batch_size: int
+    eval_batch_size: int
+    epochs_linear: int  # softmax regression
+    epochs_mlp: int  # maxout / sigmoid / ReLU MLPs
+    epochs_cnn: int  # Madry et al.'s MNIST CNN
+    epochs_resnet: int  # CIFAR-10 ResNet
+    pgd_train_steps: int  # PGD iterations inside adversarial training (Madry: 40 on MNIST)
+
+    # --- attacks and evaluation ---
+    pgd_eval_steps: int  # PGD iterations when evaluating robustness (Madry: 100)
+    pgd_eval_restarts: int  # random restarts when evaluating (Madry: 20)
+    landscape_examples: int  # examples whose inner-max landscape is explored
+    landscape_restarts: int  # random PGD starts per example (Madry: 10^5)
+    landscape_steps: int  # PGD iterations per restart
+    landscape_traced: int  # restarts whose loss is recorded at every iteration (lecture: 20)
+    sweep_points: int  # epsilon values in an epsilon sweep (paper Fig. 4)
+    transfer_examples: int  # examples in a transfer matrix
+
+    def replace(self, **changes: int | str) -> "Profile":
+        """A copy with some sizes changed (e.g. a quick test)."""
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        mnist_train=1_000,
+        mnist_val=200,
+        mnist_test=200,
+        cifar_train=500,
+        cifar_test=100,
+        batch_size=100,
+        eval_batch_size=500,
+        epochs_linear=2,
+        epochs_mlp=2,
+        epochs_cnn=1,
+        epochs_resnet=1,
+        pgd_train_steps=3,
+        pgd_eval_steps=5,
+        pgd_eval_restarts=1,
+        landscape_examples=2,
+        landscape_restarts=64,
+        landscape_steps=10,
+        landscape_traced=5,
+        sweep_points=21,
+        transfer_examples=200,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        mnist_train=10_000,
+        mnist_val=1_000,
+        mnist_test=1_000,
+        cifar_train=5_000,
+        cifar_test=500,
+        batch_size=128,
+        eval_batch_size=1_000,
+        epochs_linear=5,
+        epochs_mlp=5,
+        epochs_cnn=2,
+        epochs_resnet=1,
+        pgd_train_steps=7,
+        pgd_eval_steps=20,
+        pgd_eval_restarts=1,
+        landscape_examples=3,
+        landscape_restarts=1_000,
+        landscape_steps=40,
+        landscape_traced=20,
+        sweep_points=101,
+        transfer_examples=1_000,
+    ),
+    "gpu": Profile(
+        name="gpu",
+        mnist_train=55_000,
+        mnist_val=5_000,
+        mnist_test=10_000,
+        cifar_train=50_000,
+        cifar_test=10_000,
+        batch_size=50,
+        eval_batch_size=2_000,
+        epochs_linear=20,
+        epochs_mlp=100,
+        epochs_cnn=91,  # Madry et al.: 100k steps of batch 50 over 55k examples
+        epochs_resnet=205,  # Madry et al.: 80k steps of batch 128 over 50k examples
+        pgd_train_steps=40,
+        pgd_eval_steps=100,
+        pgd_eval_restarts=20,
+        landscape_examples=5,
+        landscape_restarts=100_000,
+        landscape_steps=100,
+        landscape_traced=20,
+        sweep_points=201,
+        transfer_examples=10_000,
+    ),
+}
+
+
+def default_profile_name() -> str:
+    """``gpu`` when CUDA is available, else ``cpu``."""
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def current_profile(name: str | None = None) -> Profile:
+    """The profile named ``name``, else ``$ADVCORE_PROFILE``, else the default.
+
+    Raises:
+        ValueError: the name is not one of ``smoke``, ``cpu``, ``gpu``.
+    """
+    chosen = name or os.environ.get(PROFILE_ENV, "").strip() or default_profile_name()
+    chosen = chosen.lower()
+    if chosen not in PROFILES:
+        raise ValueError(
+            f"Unknown profile {chosen!r} (from {PROFILE_ENV} or the argument). "
+            f"Choose one of {', '.join(PROFILE_NAMES)}, e.g. `export {PROFILE_ENV}=cpu`."
+        )
+    return PROFILES[chosen]
+
+
+def default_device() -> torch.device:
+    """The CUDA device when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
