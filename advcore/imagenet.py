@@ -48,7 +48,7 @@ def _normalized(model: nn.Module) -> nn.Module:
     """``model`` preceded by ImageNet normalization, so it takes [0, 1] images."""
     from advcore.models import Normalize  # lazy: models imports nothing from here
 
-    return nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), model).eval()
+    return Normalize(model, IMAGENET_MEAN, IMAGENET_STD).eval()
 
 
 def _mirror_resnet50() -> PretrainedClassifier:

@@ -1,0 +1,78 @@
+"""The book: its table of contents, its notebooks' hygiene, and a full build with -W."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part.get("chapters", [])]
+    return files
+
+
+def _config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def test_toc_lists_only_pages_that_exist_and_every_notebook() -> None:
+    files = _toc_files()
+    for entry in files:
+        assert any((ROOT / f"{entry}{suffix}").is_file() for suffix in (".md", ".ipynb")), entry
+    listed = {entry for entry in files if entry.startswith("notebooks/")}
+    assert listed == {f"notebooks/{nb.stem}" for nb in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stored_without_outputs(notebook: Path) -> None:
+    cells = json.loads(notebook.read_text())["cells"]
+    dirty = [i for i, cell in enumerate(cells) if cell["cell_type"] == "code" and (cell["outputs"] or cell["execution_count"])]
+    assert not dirty, f"{notebook.name}: cells {dirty} have outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_installs_advcore_from_this_repository_in_colab(notebook: Path) -> None:
+    first_code = next(c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
+    source = "".join(first_code["source"])
+    assert "google.colab" in source and "pip install" in source
+    assert _config()["repository"]["url"] in source, "the Colab install must use _config.yml's repository URL"
+
+
+def test_citations_resolve_to_the_bibliography() -> None:
+    keys = set(re.findall(r"@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text()))
+    for key in ("goodfellow2015explaining", "madry2018towards", "szegedy2014intriguing"):
+        assert key in keys
+    pages = [ROOT / "book" / "intro.md", *NOTEBOOKS]
+    cited = {key.strip() for page in pages for group in re.findall(r"\{cite[pt]?\}`([^`]+)`", page.read_text())
+             for key in group.split(",")}
+    assert cited <= keys, f"unknown citation keys: {sorted(cited - keys)}"
+
+
+@pytest.mark.book
+def test_book_builds_without_warnings(tmp_path: Path) -> None:
+    """The whole book, executed in the smoke profile, with every warning an error."""
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    env = {**os.environ, "ADVCORE_PROFILE": "smoke"}
+    result = subprocess.run(
+        [str(jupyter_book), "build", str(ROOT), "--all", "-W", "-n", "--keep-going", "--path-output", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=3600,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    html = tmp_path / "_build" / "html"
+    assert (html / "index.html").is_file()
+    for entry in _toc_files():
+        assert (html / f"{entry}.html").is_file(), f"{entry} was not rendered"

@@ -1,0 +1,164 @@
+"""The offline data layer: verified copies, clear errors, and a mirror that stays untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from advcore import data, imagenet
+from advcore.profiles import current_profile
+
+MIRROR = Path(os.environ["ADVCORE_DATA"]) if os.environ.get("ADVCORE_DATA") else None
+needs_mirror = pytest.mark.skipif(MIRROR is None, reason="needs a data mirror (ADVCORE_DATA)")
+
+
+def _clear_memo() -> None:
+    data._mnist_tensors.cache_clear()
+    data._cifar10_tensors.cache_clear()
+
+
+@pytest.fixture
+def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache for one test, and no in-memory copies from earlier tests."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(data.CACHE_ENV, str(cache))
+    _clear_memo()
+    yield cache
+    _clear_memo()
+
+
+@pytest.fixture
+def offline_without_mirror(fresh_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    return fresh_cache
+
+
+def _mirror_snapshot(root: Path) -> dict[str, tuple[str, int, int]]:
+    """sha256, size and mtime of every file below ``root``."""
+    snapshot = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        snapshot[str(path.relative_to(root))] = (digest, stat.st_size, stat.st_mtime_ns)
+    return snapshot
+
+
+@needs_mirror
+def test_mnist_from_mirror_has_expected_shapes_and_range(fresh_cache: Path) -> None:
+    test_set = data.load_mnist("test")
+    images, labels = test_set.tensors
+    assert images.shape == (10_000, 1, 28, 28) and images.dtype == torch.float32
+    assert labels.shape == (10_000,) and labels.dtype == torch.int64
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert set(labels.unique().tolist()) == set(range(10))
+    # The copy in the cache is exactly the mirror's file.
+    cached = fresh_cache / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    assert cached.read_bytes() == (MIRROR / "MNIST" / "raw" / cached.name).read_bytes()
+
+
+@needs_mirror
+def test_mnist_splits_are_disjoint_and_sized_by_profile(fresh_cache: Path) -> None:
+    profile = current_profile("smoke")
+    train, val, test = data.mnist_splits(profile)
+    assert (len(train), len(val), len(test)) == (profile.mnist_train, profile.mnist_val, profile.mnist_test)
+    full = data.load_mnist("train").tensors[0]
+    assert torch.equal(val.tensors[0], full[-profile.mnist_val :])
+    assert not torch.equal(train.tensors[0][-1], val.tensors[0][0])
+
+
+@needs_mirror
+def test_corrupted_cached_archive_is_reported_and_replaced(fresh_cache: Path) -> None:
+    data.load_mnist("test", limit=10)
+    archive = fresh_cache / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+    corrupted = bytearray(archive.read_bytes())
+    corrupted[1000] ^= 0xFF
+    archive.write_bytes(bytes(corrupted))
+    _clear_memo()
+    with pytest.warns(UserWarning, match="corrupted or truncated"):
+        images = data.load_mnist("test", limit=10).tensors[0]
+    assert data.file_digest(archive) == dict(data.tv_datasets.MNIST.resources)[archive.name]
+    assert images.shape == (10, 1, 28, 28)
+
+
+@needs_mirror
+def test_truncated_extracted_file_is_reported_and_reextracted(fresh_cache: Path) -> None:
+    expected = data.load_mnist("test", limit=50).tensors[0].clone()
+    extracted = fresh_cache / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    extracted.write_bytes(extracted.read_bytes()[: 16 + 784 * 20])  # keeps 20 images
+    _clear_memo()
+    with pytest.warns(UserWarning, match="corrupted or truncated"):
+        images = data.load_mnist("test", limit=50).tensors[0]
+    assert torch.equal(images, expected)
+
+
+def test_offline_without_mirror_gives_one_clear_error(offline_without_mirror: Path) -> None:
+    with pytest.raises(data.DataUnavailableError) as raised:
+        data.load_mnist("train")
+    message = str(raised.value)
+    assert "MNIST" in message and data.DATA_ENV in message and "offline" in message
+
+
+def test_offline_without_mirror_has_no_imagenet_classifier(offline_without_mirror: Path) -> None:
+    with pytest.raises(data.DataUnavailableError, match=data.DATA_ENV):
+        imagenet.pretrained_classifier(source="mirror")
+
+
+def test_cifar10_offline_says_what_is_missing(offline_without_mirror: Path) -> None:
+    assert not data.cifar10_available()
+    with pytest.raises(data.DataUnavailableError, match="CIFAR-10"):
+        data.load_cifar10("test")
+
+
+def test_mirror_that_does_not_exist_is_named(fresh_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(data.DATA_ENV, str(fresh_cache / "no-such-mirror"))
+    with pytest.raises(data.DataUnavailableError, match="no-such-mirror"):
+        data.load_mnist("test")
+
+
+@needs_mirror
+def test_damaged_mirror_file_is_refused(fresh_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    damaged = tmp_path / "mirror"
+    shutil.copytree(MIRROR / "MNIST", damaged / "MNIST")
+    labels = damaged / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    labels.chmod(0o644)
+    labels.write_bytes(labels.read_bytes()[:-100])
+    monkeypatch.setenv(data.DATA_ENV, str(damaged))
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    with pytest.raises(data.DataUnavailableError, match="damaged"):
+        data.load_mnist("test")
+
+
+def test_bad_split_and_limit_are_rejected() -> None:
+    with pytest.raises(ValueError, match="split"):
+        data.load_mnist("validation")  # type: ignore[arg-type]
+
+
+@needs_mirror
+def test_offline_classifier_labels_the_panda_and_mirror_is_unchanged(fresh_cache: Path) -> None:
+    before = _mirror_snapshot(MIRROR)
+    classifier = imagenet.pretrained_classifier(source="mirror")
+    assert classifier.source == "mirror" and "ResNet-50" in classifier.name
+    panda = imagenet.load_panda()
+    assert panda.shape == (1, 3, 224, 224) and 0.0 <= panda.min() and panda.max() <= 1.0
+    (top_name, top_probability), *_ = imagenet.top_predictions(classifier.model, panda)[0]
+    assert top_name == "giant_panda" and top_probability > 0.5
+    assert imagenet.class_names()[imagenet.GIANT_PANDA] == "giant_panda"
+    assert imagenet.class_names()[imagenet.GIBBON] == "gibbon"
+    data.load_mnist("train", limit=10)
+    assert _mirror_snapshot(MIRROR) == before
+
+
+@needs_mirror
+def test_truncated_cached_weights_are_rejected(fresh_cache: Path) -> None:
+    imagenet.pretrained_classifier(source="mirror")
+    weights = fresh_cache / "imagenet" / "resnet50-v1-caffe.pth"
+    weights.write_bytes(weights.read_bytes()[: 1 << 20])
+    with pytest.warns(UserWarning, match="corrupted or truncated"):
+        imagenet.pretrained_classifier(source="mirror")
+    assert weights.stat().st_size == (MIRROR / "imagenet" / weights.name).stat().st_size
