@@ -1,0 +1,347 @@
+"""Evaluation: error and confidence, clean or under attack; epsilon sweeps; transfer matrices.
+
+* :func:`evaluate` -- error rate, accuracy, mean confidence and mean confidence on the
+  misclassified examples (Goodfellow et al. 2015 report "an average confidence of
+  79.3% on the misclassified examples"), over a dataset, clean or under any attack.
+* :func:`epsilon_sweep` -- the logits of every class along ``x + eps * sign(grad)`` for a
+  range of ``eps`` (Goodfellow et al. 2015, Fig. 4).
+* :func:`transfer_matrix` -- adversarial examples made on each source model, error of
+  each target model on them, and how often the wrong labels agree (Goodfellow et al.
+  2015, Sec. 8).
+
+Data may be a ``Dataset`` (e.g. the ``TensorDataset`` of ``advcore.data``), a
+``DataLoader``, or a pair of tensors ``(x, y)``; images ``(N, C, H, W)`` in [0, 1], labels
+``(N,)``. An attack is any callable ``(model, x, y) -> x_adv``, e.g.
+``functools.partial(fgsm, eps=0.25)``. The model is in ``eval()`` during evaluation and
+every submodule's mode is restored afterwards. Results are on the CPU.
+
+Example::
+
+    from functools import partial
+    from advcore.attacks import fgsm
+    from advcore.evaluate import evaluate
+    clean = evaluate(model, test_set)
+    adversarial = evaluate(model, test_set, attack=partial(fgsm, eps=0.25))
+    print(f"error {adversarial.error_rate:.1%}, "
+          f"confidence on mistakes {adversarial.mean_confidence_misclassified:.1%}")
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from advcore.attacks import LossFn, _check_images, _check_labels, eval_mode, gradient_sign
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Attack", "EvalResult", "TransferResult", "epsilon_sweep", "evaluate", "transfer_matrix"]
+
+#: ``attack(model, x, y) -> x_adv``, e.g. ``functools.partial(advcore.attacks.pgd, eps=0.3, ...)``.
+Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
+#: A ``Dataset`` of ``(image, label)``, a ``DataLoader`` of ``(images, labels)``, or ``(x, y)``.
+Data = Union[Dataset, DataLoader, "tuple[Tensor, Tensor]"]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What :func:`evaluate` measured over ``n`` examples.
+
+    Attributes:
+        error_rate: fraction misclassified, in [0, 1].
+        accuracy: ``1 - error_rate``.
+        mean_confidence: mean over all examples of the softmax probability of the
+            predicted class (its "confidence"), in [0, 1].
+        mean_confidence_misclassified: the same over the misclassified examples only
+            (NaN when none is misclassified).
+        n: number of examples.
+        predictions: ``(n,)`` predicted classes (int64).
+        confidences: ``(n,)`` softmax probability of the predicted class.
+        labels: ``(n,)`` true labels.
+    """
+
+    error_rate: float
+    accuracy: float
+    mean_confidence: float
+    mean_confidence_misclassified: float
+    n: int
+    predictions: Tensor
+    confidences: Tensor
+    labels: Tensor
+
+    def __str__(self) -> str:
+        return (f"error {self.error_rate:.2%} (accuracy {self.accuracy:.2%}) on {self.n} examples; "
+                f"mean confidence {self.mean_confidence:.1%}, "
+                f"on misclassified {self.mean_confidence_misclassified:.1%}")
+
+
+def evaluate(
+    model: nn.Module,
+    data: Data,
+    *,
+    attack: Attack | None = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Error rate, accuracy and confidences of ``model`` on ``data``, clean or under ``attack``.
+
+    Args:
+        model: maps images in [0, 1] to logits ``(N, num_classes)``.
+        data: a ``Dataset``, a ``DataLoader`` (its own batch size is used) or ``(x, y)``.
+        attack: ``attack(model, x, y) -> x_adv`` applied to every batch, or ``None`` (clean).
+        batch_size: examples per batch (ignored for a ``DataLoader``).
+        device: where to run; default the device of the model's parameters.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        An :class:`EvalResult` (CPU tensors).
+    """
+    device = _resolve_device(model, device)
+    predictions, confidences, labels = [], [], []
+    batches = _batches(data, batch_size)
+    with eval_mode(model):
+        for x, y in tqdm(batches, total=_num_batches(data, batch_size), disable=not progress,
+                         desc="evaluate" + ("" if attack is None else " under attack"), unit="batch"):
+            x, y = x.to(device), y.to(device)
+            if attack is not None:
+                x = _run_attack(attack, model, x, y)
+            predicted, confidence = _predict(model, x)
+            predictions.append(predicted.cpu())
+            confidences.append(confidence.cpu())
+            labels.append(y.cpu())
+    return _summarize(torch.cat(predictions), torch.cat(confidences), torch.cat(labels))
+
+
+def _summarize(predictions: Tensor, confidences: Tensor, labels: Tensor) -> EvalResult:
+    wrong = predictions != labels
+    error_rate = wrong.double().mean().item()
+    return EvalResult(
+        error_rate=error_rate,
+        accuracy=1.0 - error_rate,
+        mean_confidence=confidences.double().mean().item(),
+        mean_confidence_misclassified=confidences[wrong].double().mean().item() if wrong.any() else math.nan,
+        n=labels.numel(),
+        predictions=predictions,
+        confidences=confidences,
+        labels=labels,
+    )
+
+
+def epsilon_sweep(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | int,
+    eps_values: Sequence[float] | Tensor,
+    *,
+    clip: bool = True,
+    loss_fn: LossFn | None = None,
+    batch_size: int = 256,
+) -> Tensor:
+    """Logits of every class along ``x + eps * sign(grad_x loss(model(x), y))`` (Goodfellow et al. 2015, Fig. 4).
+
+    The direction is computed once, at ``x``; ``eps`` may be negative (the paper sweeps
+    both ways). For a ReLU or maxout network the logits are piecewise linear in ``eps``.
+
+    Args:
+        model: maps images in [0, 1] to logits.
+        x: ONE image, ``(C, H, W)`` or ``(1, C, H, W)``, in [0, 1].
+        y: its label (int, 0-d or ``(1,)`` tensor).
+        eps_values: the ``K`` values of eps.
+        clip: clip ``x + eps * sign(grad)`` to [0, 1] (valid images); ``False`` follows the
+            straight line, as in the paper's plot of the unbounded direction.
+        loss_fn: per-example loss ``(logits, y) -> (N,)``; default cross-entropy.
+        batch_size: inputs per forward pass.
+
+    Returns:
+        Logits ``(K, num_classes)`` on the CPU; row ``k`` belongs to ``eps_values[k]``.
+    """
+    if isinstance(x, Tensor) and x.dim() == 3:
+        x = x.unsqueeze(0)  # a single (C, H, W) image
+    if isinstance(x, Tensor) and x.dim() >= 2 and x.shape[0] != 1:
+        raise ValueError(
+            f"epsilon_sweep takes one example, got a batch of {x.shape[0]}; "
+            "loop over x[i:i + 1], y[i:i + 1]."
+        )
+    x = _check_images(x)
+    y = _check_labels(torch.as_tensor(y).reshape(-1) if isinstance(y, int) or (
+        isinstance(y, Tensor) and y.dim() == 0) else y, x)
+    eps = torch.as_tensor(eps_values, dtype=x.dtype).reshape(-1).to(x.device)
+    if eps.numel() == 0 or not bool(eps.isfinite().all()):
+        raise ValueError("eps_values must be a non-empty sequence of finite numbers.")
+    direction = gradient_sign(model, x, y, loss_fn=loss_fn)
+    logits = []
+    with eval_mode(model), torch.no_grad():
+        for part in eps.split(batch_size):
+            inputs = x + part.view(-1, *[1] * (x.dim() - 1)) * direction
+            logits.append(model(inputs.clamp(0.0, 1.0) if clip else inputs).cpu())
+    return torch.cat(logits)
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What :func:`transfer_matrix` measured; rows are source models, columns target models.
+
+    Attributes:
+        error: error rate of the target on adversarial examples made on the source
+            (the diagonal is the white-box error).
+        wrong_label_agreement: among the examples that both the source (on its own
+            adversarial example) and the target misclassify, the fraction where both
+            predict the same wrong class (NaN where there are none; 1 on the diagonal).
+        both_wrong: the number of such examples.
+        clean_error: error rate of each model on the clean examples.
+        n: number of examples.
+    """
+
+    error: "pd.DataFrame"
+    wrong_label_agreement: "pd.DataFrame"
+    both_wrong: "pd.DataFrame"
+    clean_error: "pd.Series"
+    n: int
+
+
+def transfer_matrix(
+    models: Mapping[str, nn.Module],
+    data: Data,
+    *,
+    attack: Attack,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> TransferResult:
+    """Transferability (Goodfellow et al. 2015, Sec. 8): attack each source, test every target.
+
+    For every batch and every source model, ``x_adv = attack(source, x, y)``; every target
+    model then classifies ``x_adv``. Each model runs on the device of its parameters.
+
+    Args:
+        models: named models, each mapping images in [0, 1] to logits (same classes).
+        data: a ``Dataset``, a ``DataLoader`` or ``(x, y)``.
+        attack: ``attack(model, x, y) -> x_adv``, e.g. ``partial(fgsm, eps=0.25)``.
+        batch_size: examples per batch (ignored for a ``DataLoader``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A :class:`TransferResult` of pandas tables indexed by the model names.
+    """
+    import pandas as pd
+
+    names = list(models)
+    if not names:
+        raise ValueError("models must name at least one model, e.g. {'plain': model}.")
+    k = len(names)
+    wrong = torch.zeros(k, k, dtype=torch.long)
+    both_wrong = torch.zeros(k, k, dtype=torch.long)
+    agree = torch.zeros(k, k, dtype=torch.long)
+    clean_wrong = torch.zeros(k, dtype=torch.long)
+    n = 0
+    devices = [_resolve_device(models[name], None) for name in names]
+    with _all_in_eval_mode(models.values()):
+        for x, y in tqdm(_batches(data, batch_size), total=_num_batches(data, batch_size),
+                         disable=not progress, desc="transfer matrix", unit="batch"):
+            y = y.cpu()
+            n += y.numel()
+            for t, name in enumerate(names):
+                clean_wrong[t] += (_predict(models[name], x.to(devices[t]))[0].cpu() != y).sum()
+            for s, source in enumerate(names):
+                x_adv = _run_attack(attack, models[source], x.to(devices[s]), y.to(devices[s]))
+                predicted = [_predict(models[t], x_adv.to(devices[i]))[0].cpu() for i, t in enumerate(names)]
+                for t in range(k):
+                    misled = predicted[t] != y
+                    both = misled & (predicted[s] != y)
+                    wrong[s, t] += misled.sum()
+                    both_wrong[s, t] += both.sum()
+                    agree[s, t] += (both & (predicted[t] == predicted[s])).sum()
+    agreement = agree.double() / both_wrong.double()  # 0/0 -> NaN: nothing to compare
+    table = lambda values: pd.DataFrame(values.numpy(), index=pd.Index(names, name="source"),  # noqa: E731
+                                        columns=pd.Index(names, name="target"))
+    return TransferResult(
+        error=table(wrong.double() / max(n, 1)),
+        wrong_label_agreement=table(agreement),
+        both_wrong=table(both_wrong),
+        clean_error=pd.Series((clean_wrong.double() / max(n, 1)).numpy(), index=names, name="clean error"),
+        n=n,
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _predict(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Predicted class and its softmax probability, without gradients."""
+    with torch.no_grad():
+        probabilities = torch.softmax(model(x).float(), dim=1)
+    confidence, predicted = probabilities.max(dim=1)
+    return predicted, confidence
+
+
+def _run_attack(attack: Attack, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    x_adv = attack(model, x, y)
+    if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
+        raise ValueError(
+            f"attack must return adversarial images of shape {tuple(x.shape)}, got "
+            f"{type(x_adv).__name__} {getattr(x_adv, 'shape', '')}; pass e.g. partial(fgsm, eps=0.25)."
+        )
+    return x_adv.detach()
+
+
+@contextmanager
+def _all_in_eval_mode(models: Iterable[nn.Module]) -> Iterator[None]:
+    """``eval_mode`` for several models at once (restored in reverse order)."""
+    with ExitStack() as stack:
+        for model in models:
+            stack.enter_context(eval_mode(model))
+        yield
+
+
+def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    parameter = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _as_tensors(data: Data) -> tuple[Tensor, Tensor] | None:
+    """``(x, y)`` when the data are (or wrap) two tensors, else None."""
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        return data
+    if isinstance(data, TensorDataset) and len(data.tensors) >= 2:
+        return data.tensors[0], data.tensors[1]
+    return None
+
+
+def _batches(data: Data, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(x, y)`` batches of any supported data, in order."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+    tensors = _as_tensors(data)
+    if tensors is not None:
+        x, y = tensors
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}.")
+        return zip(x.split(batch_size), y.split(batch_size))
+    if isinstance(data, DataLoader):
+        return ((batch[0], batch[1]) for batch in data)
+    if isinstance(data, Dataset):
+        return ((batch[0], batch[1]) for batch in DataLoader(data, batch_size=batch_size, shuffle=False))
+    raise ValueError(
+        f"data must be a Dataset, a DataLoader or a pair (x, y) of tensors, got {type(data).__name__}."
+    )
+
+
+def _num_batches(data: Data, batch_size: int) -> int | None:
+    tensors = _as_tensors(data)
+    if tensors is not None:
+        return math.ceil(tensors[0].shape[0] / batch_size)
+    try:
+        return len(data) if isinstance(data, DataLoader) else math.ceil(len(data) / batch_size)
+    except TypeError:  # iterable datasets have no length
+        return None
