@@ -1,0 +1,177 @@
+"""The exercise index (book/exercises.md) cannot drift from the chapters' exercises.
+
+* every ``### Exercise N.k (level): title`` heading in notebooks/*.ipynb is listed on the
+  index page, and every row of the page is such a heading (read independently of the tool);
+* the committed page is exactly what ``tools/exercise_index.py`` generates;
+* the exercises follow CONTRIBUTING.md's convention (collapsed solutions, real stubs, ...).
+
+Fix a failure by running ``python tools/exercise_index.py`` (it rewrites the page and
+prints convention problems).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "book" / "exercises.md"
+HOW_TO_FIX = "run `python tools/exercise_index.py` and commit book/exercises.md"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("exercise_index", ROOT / "tools" / "exercise_index.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
+
+# A row links to its chapter, ../notebooks/NN_name.ipynb, or to the exercise's MyST target, #label.
+ROW = re.compile(r"^\| (?P<label>\d+\.\d+) \| \[(?P<title>.*)\]\((?P<link>\.\./notebooks/[^)]+\.ipynb|#[^)]+)\) "
+                 r"\| (?P<level>[a-z-]+) \| .+ \|$")
+
+
+def headings_in_notebooks() -> set[tuple[str, str, str]]:
+    """``(N.k, level, title)`` of every exercise heading, straight from the JSON."""
+    found = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "markdown":
+                continue
+            for line in "".join(cell["source"]).splitlines():
+                match = re.match(r"^### Exercise (\d+\.\d+) \(([a-z-]+)\): (.+?)\s*$", line)
+                if match:
+                    found.add(match.groups())
+    return found
+
+
+def rows_on_page() -> set[tuple[str, str, str]]:
+    rows = set()
+    for line in PAGE.read_text(encoding="utf-8").splitlines():
+        match = ROW.match(line)
+        if match:
+            title = re.sub(r"\\([|\[\]])", r"\1", match["title"])
+            rows.add((match["label"], match["level"], title))
+    return rows
+
+
+def test_every_exercise_heading_is_listed_on_the_index_page():
+    missing = headings_in_notebooks() - rows_on_page()
+    assert not missing, f"exercises missing from book/exercises.md: {sorted(missing)}; {HOW_TO_FIX}"
+
+
+def test_every_index_row_is_an_exercise_heading():
+    stale = rows_on_page() - headings_in_notebooks()
+    assert not stale, f"book/exercises.md lists exercises no notebook has: {sorted(stale)}; {HOW_TO_FIX}"
+
+
+def test_index_page_is_what_the_tool_generates():
+    expected = tool.render(tool.collect())
+    assert PAGE.read_text(encoding="utf-8") == expected, f"book/exercises.md is stale: {HOW_TO_FIX}"
+
+
+def test_index_page_is_in_the_toc_and_links_only_to_chapters_in_it():
+    in_toc = tool.toc_files()
+    assert "book/exercises" in in_toc
+    text = PAGE.read_text(encoding="utf-8")
+    links = re.findall(r"\]\(\.\./([^)]+)\)", text) + re.findall(r"\{doc\}`\.\./([^`]+)`", text)
+    for link in links:
+        assert (ROOT / link).with_suffix(".ipynb").exists(), link
+        assert str(Path(link).with_suffix("")) in in_toc, f"{link} is not in _toc.yml"
+    anchors = {e.anchor for c in tool.collect() for e in c.exercises if e.anchor}
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert anchor in anchors, f"#{anchor} is not the target of an exercise in a chapter of the toc"
+
+
+def test_exercises_follow_the_convention():
+    problems = tool.convention_problems()
+    assert not problems, "exercise convention (CONTRIBUTING.md) broken:\n" + "\n".join(problems)
+
+
+# --------------------------------------------------------------------------- the tool itself
+
+
+def _notebook(*cells: tuple[str, str, dict]) -> dict:
+    return {"cells": [{"cell_type": kind, "source": source, "metadata": meta} for kind, source, meta in cells],
+            "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+SOLUTION_META = {"cellView": "form", "tags": ["hide-input"]}
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Path:
+    """A tiny repository: chapter 1 in the toc with two exercises, chapter 2 not in the toc."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nparts:\n  - caption: I\n    chapters:\n"
+        "      - file: notebooks/01_demo\n  - caption: Back\n    chapters:\n      - file: book/exercises\n")
+    chapter = _notebook(
+        ("markdown", "# 1. Demo | pipes\n\n## Exercises\n\n### Exercise 1.1 (warm-up): implement `fgsm`", {}),
+        ("code", "def f(*a):\n    raise NotImplementedError\n\ncheck_fgsm(f)", {}),
+        ("code", "# @title Solution (click to show)\ncheck_fgsm(reference_fgsm)", SOLUTION_META),
+        ("markdown", "(exercise-1-2)=\n### Exercise 1.2 (open-ended): why $\\epsilon$?\n\n<details><summary>Solution"
+                     "</summary>\n\nBecause.\n\n</details>", {}),
+        ("code", "# @title Solution (click to show)\nprint(1)", SOLUTION_META),
+        ("markdown", "## Further reading", {}),
+        ("code", "check_project_linf(g)", {}),  # after the exercises: belongs to none
+    )
+    (tmp_path / "notebooks" / "01_demo.ipynb").write_text(json.dumps(chapter))
+    other = _notebook(("markdown", "# 2. Other\n\n### Exercise 2.1 (core): x", {}))
+    (tmp_path / "notebooks" / "02_other.ipynb").write_text(json.dumps(other))
+    return tmp_path
+
+
+def test_tool_reads_headings_kinds_and_skips_chapters_outside_the_toc(book):
+    chapters = tool.collect(book)
+    assert [c.docname for c in chapters] == ["notebooks/01_demo"]
+    first, second = chapters[0].exercises
+    assert (first.label, first.level, first.kind) == ("1.1", "warm-up", "coding, checked by `check_fgsm`")
+    assert (second.label, second.level, second.kind) == ("1.2", "open-ended",
+                                                         "conceptual (worked answer and experiment)")
+    page = tool.render(chapters)
+    assert "## 1. Demo | pipes" in page
+    assert "| 1.1 | [implement `fgsm`](../notebooks/01_demo.ipynb) | warm-up |" in page
+    assert "2 exercises in 1 chapter (1 warm-up, 0 core, 1 open-ended)" in page
+    assert "| 1.2 | [why $\\epsilon$?](#exercise-1-2) | open-ended |" in page  # straight to its target
+    assert first.anchor is None and second.anchor == "exercise-1-2"
+    assert "02_other" not in page
+
+
+def test_tool_reports_broken_conventions(book):
+    problems = tool.convention_problems(book)
+    assert any("02_other.ipynb has exercises but is not in _toc.yml" in p for p in problems)
+    assert any("02_other.ipynb, Exercise 2.1: no solution" in p for p in problems)
+    assert not [p for p in problems if "01_demo" in p and "exercises, the course asks" not in p]
+
+    broken = _notebook(
+        ("markdown", "# 1. Demo\n\n### Exercise 1.2 - typo\n\n### Exercise 1.3 (core): solved stub", {}),
+        ("code", "def f(x):\n    return x\n\ncheck_fgsm(f)", {}),
+        ("code", "# @title Solution (click to show)\nprint('no check, no metadata')", {}),
+    )
+    (book / "notebooks" / "01_demo.ipynb").write_text(json.dumps(broken))
+    problems = "\n".join(tool.convention_problems(book))
+    assert "'### Exercise 1.2 - typo' is not `### Exercise N.k" in problems
+    assert "numbered ['1.3'], expected ['1.1']" in problems
+    assert "lacks metadata" in problems
+    assert "solution cell does not run the check" in problems
+    assert "solved by mistake" in problems
+    assert "1 exercises, the course asks for 2 to 4" in problems
+
+
+def test_tool_check_mode_flags_a_stale_page(tmp_path, monkeypatch):
+    page = tmp_path / "book" / "exercises.md"
+    page.parent.mkdir()
+    page.write_text(tool.render(tool.collect()) + "edited by hand\n")
+    monkeypatch.setattr(tool, "ROOT", tmp_path)  # the page is read from here; notebooks from the repo
+    assert tool.main(["--check"]) == 1
+    page.write_text(tool.render(tool.collect()))
+    assert tool.main(["--check"]) == 0
