@@ -104,13 +104,20 @@ class CheckResult:
     def _status(self) -> str:
         return "passed" if self.passed else "not passed yet"
 
+    def _not_attempted(self) -> bool:
+        return self.messages == [NOT_ATTEMPTED]
+
     def __str__(self) -> str:
+        if self._not_attempted():
+            return f"{self.name}: {NOT_ATTEMPTED}"
         return "\n".join([f"{self.name}: {self._status()}", *(f"  {m}" for m in self.messages)])
 
     def __repr__(self) -> str:
         return str(self)
 
     def _repr_markdown_(self) -> str:
+        if self._not_attempted():
+            return f"**{self.name}**: {NOT_ATTEMPTED}"
         lines = [f"**{self.name}**: {self._status()}", ""]
         return "\n".join(lines + [f"- {m}" for m in self.messages])
 

@@ -337,6 +337,12 @@ def test_check_result_displays_plain_feedback():
     assert repr(ex.check_fgsm(ex.reference_fgsm)) == "check_fgsm: passed\n  ✓ All 6 hidden cases match FGSM."
 
 
+def test_stub_feedback_is_one_line():
+    result = ex.check_fgsm(stub)
+    assert repr(result) == f"check_fgsm: {NOT_ATTEMPTED}"
+    assert result._repr_markdown_() == f"**check_fgsm**: {NOT_ATTEMPTED}"
+
+
 def test_check_result_positional_contract():
     result = CheckResult(True, ["✓ fine"])
     assert result.passed and result.messages == ["✓ fine"] and bool(result)
