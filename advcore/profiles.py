@@ -46,13 +46,27 @@ class Profile:
     cifar_test: int
 
     # --- training ---
-    batch_size: int
+    batch_size: int  # softmax regression and the MLPs (the CNN and ResNet have their own below)
     eval_batch_size: int
     epochs_linear: int  # softmax regression
     epochs_mlp: int  # maxout / sigmoid / ReLU MLPs
     epochs_cnn: int  # Madry et al.'s MNIST CNN
     epochs_resnet: int  # CIFAR-10 ResNet
     pgd_train_steps: int  # PGD iterations inside adversarial training (Madry: 40 on MNIST)
+    # (training fields added for the zoo, advcore.zoo; batch sizes are per-architecture)
+    pgd_train_step_size: float  # Madry: 0.01 for 40 steps; fewer steps: 2.5 * 0.3 / steps
+    cnn_batch_size: int  # Madry et al.: 50
+    resnet_batch_size: int  # Madry et al. (CIFAR-10): 128
+    lr_mlp: float  # Adam learning rate of softmax regression and the MLPs
+    lr_cnn: float  # Adam learning rate of the Madry CNN (Madry et al.: 1e-4 over 100k steps)
+    lr_resnet: float  # SGD learning rate of the ResNet (Madry et al.: 0.1, /10 at 50% and 75%)
+    maxout_large_units: int  # the larger FGSM-trained maxout network (Goodfellow et al.: 1600)
+    epochs_mlp_large: int  # its epochs (early stopping keeps the best on adversarial val. error)
+    early_stopping_patience: int  # epochs without improvement before stopping (0: never stop)
+    epochs_surrogate: int  # the black-box surrogate MLP (trained on the small val. tail)
+    pgd_train_steps_cifar: int  # Madry et al.'s CIFAR-10 code: 7 steps of 2/255 at eps 8/255
+    pgd_train_step_size_cifar: float
+    resnet_width: int  # channels of the ResNet's first stage (standard: 64)
 
     # --- attacks and evaluation ---
     pgd_eval_steps: int  # PGD iterations when evaluating robustness (Madry: 100)
@@ -64,7 +78,7 @@ class Profile:
     sweep_points: int  # epsilon values in an epsilon sweep (paper Fig. 4)
     transfer_examples: int  # examples in a transfer matrix
 
-    def replace(self, **changes: int | str) -> "Profile":
+    def replace(self, **changes: int | float | str) -> "Profile":
         """A copy with some sizes changed (e.g. a quick test)."""
         return dataclasses.replace(self, **changes)
 
@@ -84,6 +98,19 @@ PROFILES: dict[str, Profile] = {
         epochs_cnn=1,
         epochs_resnet=1,
         pgd_train_steps=3,
+        pgd_train_step_size=0.25,  # 2.5 * 0.3 / 3
+        cnn_batch_size=50,
+        resnet_batch_size=100,
+        lr_mlp=1e-3,
+        lr_cnn=1e-3,
+        lr_resnet=0.05,
+        maxout_large_units=1_600,
+        epochs_mlp_large=2,
+        early_stopping_patience=0,
+        epochs_surrogate=5,
+        pgd_train_steps_cifar=2,
+        pgd_train_step_size_cifar=10 / 255,  # 2.5 * (8/255) / 2
+        resnet_width=8,
         pgd_eval_steps=5,
         pgd_eval_restarts=1,
         landscape_examples=2,
@@ -107,6 +134,19 @@ PROFILES: dict[str, Profile] = {
         epochs_cnn=2,
         epochs_resnet=1,
         pgd_train_steps=7,
+        pgd_train_step_size=0.107,  # 2.5 * 0.3 / 7
+        cnn_batch_size=50,
+        resnet_batch_size=128,
+        lr_mlp=1e-3,
+        lr_cnn=1e-3,
+        lr_resnet=0.05,
+        maxout_large_units=1_600,
+        epochs_mlp_large=3,
+        early_stopping_patience=0,
+        epochs_surrogate=20,
+        pgd_train_steps_cifar=3,
+        pgd_train_step_size_cifar=6.67 / 255,  # 2.5 * (8/255) / 3
+        resnet_width=16,
         pgd_eval_steps=20,
         pgd_eval_restarts=1,
         landscape_examples=3,
@@ -123,13 +163,26 @@ PROFILES: dict[str, Profile] = {
         mnist_test=10_000,
         cifar_train=50_000,
         cifar_test=10_000,
-        batch_size=50,
+        batch_size=100,  # Goodfellow et al.'s maxout MNIST setup (pylearn2): batch 100
         eval_batch_size=2_000,
         epochs_linear=20,
         epochs_mlp=100,
         epochs_cnn=91,  # Madry et al.: 100k steps of batch 50 over 55k examples
         epochs_resnet=205,  # Madry et al.: 80k steps of batch 128 over 50k examples
         pgd_train_steps=40,
+        pgd_train_step_size=0.01,  # Madry et al.
+        cnn_batch_size=50,
+        resnet_batch_size=128,
+        lr_mlp=1e-3,
+        lr_cnn=1e-4,
+        lr_resnet=0.1,
+        maxout_large_units=1_600,
+        epochs_mlp_large=100,
+        early_stopping_patience=20,
+        epochs_surrogate=50,
+        pgd_train_steps_cifar=7,
+        pgd_train_step_size_cifar=2 / 255,  # Madry et al.'s CIFAR-10 code
+        resnet_width=64,
         pgd_eval_steps=100,
         pgd_eval_restarts=20,
         landscape_examples=5,

@@ -1,0 +1,547 @@
+"""Named trained models shared by the chapters: trained once per profile and cached.
+
+``zoo.get(name)`` returns a trained model (in ``eval()`` mode). The first call trains it
+with the current profile's sizes (``ADVCORE_PROFILE``) and caches the weights, the
+training :class:`~advcore.train.History` and the recipe under
+``advcore.data.cache_dir() / "zoo" / <profile> / <name> /``; later calls -- from any
+chapter -- load the cached copy.
+
+The cache is safe to interrupt and to distrust:
+
+* every file is written atomically (temporary file, then ``os.replace``) and the entry's
+  ``manifest.json`` -- written last -- records each file's SHA-256 and the recipe's key;
+* an entry whose manifest is missing, whose files are truncated or corrupted, or whose
+  recipe key differs (the recipe, profile sizes or data changed) is retrained, never
+  loaded; a damaged entry is reported with a warning;
+* training checkpoints every epoch, so an interrupted training run resumes where it
+  stopped on the next call.
+
+Example::
+
+    from advcore import zoo
+    model = zoo.get("maxout_fgsm")          # trains on first use, then cached
+    zoo.history("maxout_fgsm").epochs_frame()
+    print(zoo.describe("cnn_pgd"))
+    zoo.names()
+
+From a shell, train every entry of a profile ahead of time (prints the time of each)::
+
+    python -m advcore.zoo --profile cpu
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from advcore import data, models
+from advcore import train as training
+from advcore.profiles import Profile, current_profile, default_device
+
+__all__ = ["Recipe", "describe", "entry_dir", "get", "history", "names", "recipe", "train_all"]
+
+log = logging.getLogger(__name__)
+
+ZOO_FORMAT = 1  # bump when the cache layout or the training code changes results
+
+MNIST_EPS = 0.25  # Goodfellow et al.: FGSM eps on MNIST
+MADRY_EPS = 0.3  # Madry et al.: MNIST eps
+CIFAR_EPS = 8 / 255  # Madry et al.: CIFAR-10 eps
+ALPHA = 0.5  # the lecture: J~ = alpha J(x) + (1 - alpha) J(x_adv), alpha = 0.5
+ROTATION_DEGREES = 15.0  # the "small rotations" control: uniform in [-15, 15] degrees
+HIDDEN_EPS = 0.1  # FGSM size on hidden activations (sigmoid units live in [0, 1])
+
+
+# =========================================================================== recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a zoo model (its hash is the cache key).
+
+    ``data``: ``"mnist"`` (the profile's MNIST training split, validation tail for
+    monitoring), ``"cifar10"``, or ``"surrogate"`` (the MNIST validation tail, labelled by
+    the ``victim`` model's predictions: a black-box attacker's own training set).
+    """
+
+    name: str
+    architecture: str  # softmax | maxout | mlp | cnn | resnet
+    architecture_options: dict[str, Any]
+    objective: str
+    objective_options: dict[str, Any]
+    monitor: dict[str, Any]  # the attack of the history's adversarial columns
+    epochs: int
+    batch_size: int
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_milestones: tuple[float, ...] = ()
+    early_stopping: bool = False
+    patience: int | None = None
+    seed: int = 0
+    data: str = "mnist"
+    victim: str | None = None
+    note: str = ""  # why the recipe is what it is, when it differs from the paper
+    sizes: dict[str, int] = field(default_factory=dict)  # the profile's data sizes used
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _mnist_sizes(profile: Profile) -> dict[str, int]:
+    return {"mnist_train": profile.mnist_train, "mnist_val": profile.mnist_val}
+
+
+def _fgsm_monitor() -> dict[str, Any]:
+    return {"attack": "fgsm", "eps": MNIST_EPS}
+
+
+def _pgd_monitor(profile: Profile) -> dict[str, Any]:
+    return {"attack": "pgd", "eps": MADRY_EPS, "step_size": profile.pgd_train_step_size,
+            "steps": profile.pgd_train_steps}
+
+
+def _maxout(profile: Profile, name: str, objective: str, options: dict[str, Any], *, seed: int = 0,
+            hidden: int = 240, early_stopping: bool = False, epochs: int | None = None) -> Recipe:
+    return Recipe(
+        name=name, architecture="maxout",
+        architecture_options={"hidden": hidden, "pieces": 5, "layers": 2, "input_dropout": 0.2, "dropout": 0.5},
+        objective=objective, objective_options=options, monitor=_fgsm_monitor(),
+        epochs=profile.epochs_mlp if epochs is None else epochs, batch_size=profile.batch_size,
+        lr=profile.lr_mlp, early_stopping=early_stopping,
+        patience=(profile.early_stopping_patience or None) if early_stopping else None,
+        seed=seed, sizes=_mnist_sizes(profile),
+        note="Adam instead of the paper's SGD with momentum and max-norm constraints.",
+    )
+
+
+def _mlp(profile: Profile, name: str, activation: str, objective: str, options: dict[str, Any]) -> Recipe:
+    return Recipe(
+        name=name, architecture="mlp", architecture_options={"hidden": (256, 256), "activation": activation},
+        objective=objective, objective_options=options, monitor=_fgsm_monitor(),
+        epochs=profile.epochs_mlp, batch_size=profile.batch_size, lr=profile.lr_mlp,
+        sizes=_mnist_sizes(profile),
+    )
+
+
+def _cnn(profile: Profile, name: str, objective: str, options: dict[str, Any], *, seed: int = 0) -> Recipe:
+    return Recipe(
+        name=name, architecture="cnn", architecture_options={},
+        objective=objective, objective_options=options, monitor=_pgd_monitor(profile),
+        epochs=profile.epochs_cnn, batch_size=profile.cnn_batch_size, lr=profile.lr_cnn, seed=seed,
+        sizes=_mnist_sizes(profile),
+        note=("Madry et al.: Adam lr 1e-4, batch 50, 100k steps, PGD 40 x 0.01 at eps 0.3."
+              if profile.pgd_train_steps == 40 else
+              f"Fewer PGD steps than Madry et al.'s 40: step size 2.5 * eps / steps = "
+              f"{profile.pgd_train_step_size:.3g}; larger lr for the short budget."),
+    )
+
+
+def _resnet(profile: Profile, name: str, objective: str, options: dict[str, Any]) -> Recipe:
+    return Recipe(
+        name=name, architecture="resnet", architecture_options={"width": profile.resnet_width},
+        objective=objective, objective_options=options,
+        monitor={"attack": "pgd", "eps": CIFAR_EPS, "step_size": profile.pgd_train_step_size_cifar,
+                 "steps": profile.pgd_train_steps_cifar},
+        epochs=profile.epochs_resnet, batch_size=profile.resnet_batch_size, optimizer="sgd",
+        lr=profile.lr_resnet, weight_decay=2e-4, lr_milestones=(0.5, 0.75), data="cifar10",
+        sizes={"cifar_train": profile.cifar_train},
+        note=("Madry et al.'s released CIFAR-10 setup trains with 7 PGD steps of 2/255 at eps 8/255 "
+              "(the lecture's '40 steps of 0.02' is not what their code does); a pre-activation "
+              "ResNet-18 instead of their wide ResNet."),
+    )
+
+
+def _recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
+    fgsm = {"eps": MNIST_EPS, "alpha": ALPHA}
+    pgd_mnist = {"eps": MADRY_EPS, "step_size": profile.pgd_train_step_size,
+                 "steps": profile.pgd_train_steps, "random_start": True}
+    pgd_cifar = {"eps": CIFAR_EPS, "step_size": profile.pgd_train_step_size_cifar,
+                 "steps": profile.pgd_train_steps_cifar, "random_start": True}
+    softmax = lambda name, objective, options: Recipe(  # noqa: E731
+        name=name, architecture="softmax", architecture_options={}, objective=objective,
+        objective_options=options, monitor=_fgsm_monitor(), epochs=profile.epochs_linear,
+        batch_size=profile.batch_size, lr=profile.lr_mlp, sizes=_mnist_sizes(profile))
+    return {
+        "softmax": lambda: softmax("softmax", "standard", {}),
+        "softmax_fgsm": lambda: softmax("softmax_fgsm", "fgsm", fgsm),
+        "maxout": lambda: _maxout(profile, "maxout", "standard", {}),
+        "maxout_fgsm": lambda: _maxout(profile, "maxout_fgsm", "fgsm", fgsm),
+        "maxout1600_fgsm_es": lambda: _maxout(
+            profile, "maxout1600_fgsm_es", "fgsm", fgsm, hidden=profile.maxout_large_units,
+            early_stopping=True, epochs=profile.epochs_mlp_large),
+        "maxout_noise": lambda: _maxout(profile, "maxout_noise", "noise", fgsm),
+        "maxout_rotation": lambda: _maxout(profile, "maxout_rotation", "rotation",
+                                           {"degrees": ROTATION_DEGREES, "alpha": ALPHA, "monitor_eps": MNIST_EPS}),
+        "maxout_scaledgrad": lambda: _maxout(profile, "maxout_scaledgrad", "scaled_gradient", fgsm),
+        "maxout_seed1": lambda: _maxout(profile, "maxout_seed1", "standard", {}, seed=1),
+        "sigmoid_mlp": lambda: _mlp(profile, "sigmoid_mlp", "sigmoid", "standard", {}),
+        "sigmoid_mlp_hidden": lambda: _mlp(profile, "sigmoid_mlp_hidden", "sigmoid", "hidden_fgsm",
+                                           {"eps_hidden": HIDDEN_EPS, "alpha": ALPHA, "monitor_eps": MNIST_EPS}),
+        "relu_mlp": lambda: _mlp(profile, "relu_mlp", "relu", "standard", {}),
+        "relu_mlp_hidden": lambda: _mlp(profile, "relu_mlp_hidden", "relu", "hidden_fgsm",
+                                        {"eps_hidden": HIDDEN_EPS, "alpha": ALPHA, "monitor_eps": MNIST_EPS}),
+        "cnn": lambda: _cnn(profile, "cnn", "standard", {}),
+        "cnn_pgd": lambda: _cnn(profile, "cnn_pgd", "pgd", pgd_mnist),
+        "cnn_seed1": lambda: _cnn(profile, "cnn_seed1", "standard", {}, seed=1),
+        "surrogate_mlp": lambda: Recipe(
+            name="surrogate_mlp", architecture="mlp", architecture_options={"hidden": (256, 256), "activation": "relu"},
+            objective="standard", objective_options={}, monitor=_fgsm_monitor(),
+            epochs=profile.epochs_surrogate, batch_size=profile.batch_size, lr=profile.lr_mlp,
+            data="surrogate", victim="cnn", sizes=_mnist_sizes(profile),
+            note=("Black-box surrogate: trained only on the MNIST validation tail (the last "
+                  "mnist_val training images, never seen by the victim's training), with the "
+                  "labels the victim 'cnn' predicts for them, not the true labels."),
+        ),
+        "resnet_cifar": lambda: _resnet(profile, "resnet_cifar", "standard", {}),
+        "resnet_cifar_pgd": lambda: _resnet(profile, "resnet_cifar_pgd", "pgd", pgd_cifar),
+    }
+
+
+def names() -> list[str]:
+    """Every zoo name (the CIFAR-10 ones need CIFAR-10: see :func:`advcore.data.cifar10_available`)."""
+    return list(_recipes(current_profile("smoke")))
+
+
+def _resolve_profile(profile: Profile | str | None) -> Profile:
+    return profile if isinstance(profile, Profile) else current_profile(profile)
+
+
+def recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
+    """The recipe of zoo entry ``name`` under ``profile`` (default: the current profile).
+
+    Raises:
+        KeyError: not a zoo name (the message lists them).
+    """
+    table = _recipes(_resolve_profile(profile))
+    if name not in table:
+        import difflib
+
+        close = difflib.get_close_matches(name, table, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"No zoo model named {name!r}.{hint} Zoo names: {', '.join(table)}.")
+    return table[name]()
+
+
+def cache_key(name: str, *, profile: Profile | str | None = None) -> str:
+    """The SHA-256 of the recipe (and of the victim's key for a surrogate) and the zoo format."""
+    prof = _resolve_profile(profile)
+    rec = recipe(name, profile=prof)
+    payload = {"format": ZOO_FORMAT, "profile": prof.name, "recipe": rec.to_dict()}
+    if rec.victim is not None:
+        payload["victim"] = cache_key(rec.victim, profile=prof)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def entry_dir(name: str, *, profile: Profile | str | None = None) -> Path:
+    """``cache_dir() / "zoo" / <profile> / <name>``: where the entry is cached."""
+    prof = _resolve_profile(profile)
+    recipe(name, profile=prof)  # validates the name
+    return data.cache_dir() / "zoo" / prof.name / name
+
+
+# =========================================================================== descriptions
+
+
+def _architecture_text(rec: Recipe) -> str:
+    opts = rec.architecture_options
+    if rec.architecture == "softmax":
+        return "softmax regression"
+    if rec.architecture == "maxout":
+        return f"maxout MLP {opts['layers']}x{opts['hidden']} units ({opts['pieces']} pieces, dropout)"
+    if rec.architecture == "mlp":
+        return f"{opts['activation']} MLP {'x'.join(map(str, opts['hidden']))}"
+    if rec.architecture == "cnn":
+        return "Madry CNN (conv32-conv64-fc1024)"
+    if rec.architecture == "resnet":
+        return f"pre-activation ResNet-18 (width {opts['width']})"
+    return rec.architecture
+
+
+def _objective_text(rec: Recipe) -> str:
+    o = rec.objective_options
+    return {
+        "standard": "standard cross-entropy",
+        "fgsm": lambda: f"FGSM mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
+        "noise": lambda: f"uniform-noise mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
+        "rotation": lambda: f"rotation mix (+-{o['degrees']:g} deg, alpha={o['alpha']:g})",
+        "scaled_gradient": lambda: f"scaled-gradient mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
+        "hidden_fgsm": lambda: f"hidden-layer FGSM mix (eps_hidden={o['eps_hidden']:g}, alpha={o['alpha']:g})",
+        "pgd": lambda: (f"PGD training (eps={o['eps']:.4g}, {o['steps']} steps of {o['step_size']:.3g}, "
+                        "random start)"),
+    }.get(rec.objective, lambda: rec.objective)() if rec.objective != "standard" else "standard cross-entropy"
+
+
+def describe(name: str, *, profile: Profile | str | None = None) -> str:
+    """One line: architecture, objective, eps, epochs and data size of zoo entry ``name``."""
+    prof = _resolve_profile(profile)
+    rec = recipe(name, profile=prof)
+    if rec.data == "cifar10":
+        data_text = f"{prof.cifar_train:,} CIFAR-10 training images"
+    elif rec.data == "surrogate":
+        data_text = f"{prof.mnist_val:,} held-out MNIST images labelled by '{rec.victim}'"
+    else:
+        data_text = f"{prof.mnist_train:,} MNIST training images"
+    stopping = ", early stopping on adversarial validation error" if rec.early_stopping else ""
+    seed = f", seed {rec.seed}" if rec.seed else ""
+    return (f"{name}: {_architecture_text(rec)}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}, "
+            f"{rec.epochs} epochs of batch {rec.batch_size}{stopping}; {data_text}{seed} [{prof.name} profile]")
+
+
+# =========================================================================== building and training
+
+
+def build_model(rec: Recipe) -> nn.Module:
+    """An untrained model of the recipe's architecture (deterministic given the global seed)."""
+    opts = rec.architecture_options
+    if rec.architecture == "softmax":
+        return models.SoftmaxRegression()
+    if rec.architecture == "maxout":
+        return models.MaxoutMLP(opts["hidden"], pieces=opts["pieces"], layers=opts["layers"],
+                                input_dropout=opts["input_dropout"], dropout=opts["dropout"])
+    if rec.architecture == "mlp":
+        return models.HiddenPerturbMLP(tuple(opts["hidden"]), activation=opts["activation"])
+    if rec.architecture == "cnn":
+        return models.MadryCNN()
+    if rec.architecture == "resnet":
+        return models.PreActResNet18(width=opts["width"])
+    raise ValueError(f"Unknown architecture {rec.architecture!r}.")
+
+
+def _monitor(spec: dict[str, Any]) -> training.MonitorAttack:
+    if spec["attack"] == "fgsm":
+        return training.FGSMAttack(spec["eps"])
+    return training.PGDAttack(spec["eps"], spec["step_size"], spec["steps"])
+
+
+def _training_data(rec: Recipe, prof: Profile) -> tuple[TensorDataset, TensorDataset | None]:
+    if rec.data == "cifar10":
+        if not data.cifar10_available():
+            raise data.DataUnavailableError(
+                f"Zoo model {rec.name!r} is trained on CIFAR-10, which is not available: it is not "
+                "in the cache or the data mirror and cannot be downloaded (offline). Run with "
+                "internet access once, or put cifar-10-python.tar.gz into the mirror "
+                "(CIFAR10/cifar-10-python.tar.gz) and set ADVCORE_DATA."
+            )
+        return data.load_cifar10("train", limit=prof.cifar_train), None
+    train_set, val_set, _ = data.mnist_splits(prof)
+    if rec.data == "surrogate":
+        victim = get(rec.victim, profile=prof, device=default_device())
+        x = val_set.tensors[0]
+        with torch.no_grad():
+            labels = torch.cat([victim(x[i:i + prof.eval_batch_size].to(default_device())).argmax(1).cpu()
+                                for i in range(0, len(x), prof.eval_batch_size)])
+        return TensorDataset(x, labels), None
+    return train_set, val_set
+
+
+def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
+    rec = recipe(name, profile=prof)
+    train_set, val_set = _training_data(rec, prof)
+    device = default_device()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(rec.seed)
+        model = build_model(rec)
+    ckpt = folder / f"training-{key[:16]}.ckpt"
+    for stale in folder.glob("training-*.ckpt"):
+        if stale != ckpt:
+            stale.unlink(missing_ok=True)
+    options = dict(
+        objective=training.make_objective(rec.objective, **rec.objective_options),
+        val_set=val_set, epochs=rec.epochs, batch_size=rec.batch_size, optimizer=rec.optimizer,
+        lr=rec.lr, weight_decay=rec.weight_decay, lr_milestones=rec.lr_milestones,
+        monitor=_monitor(rec.monitor), eval_train_examples=prof.mnist_val if rec.data == "mnist" else 1000,
+        eval_batch_size=prof.eval_batch_size, early_stopping=rec.early_stopping, patience=rec.patience,
+        seed=rec.seed, device=device, checkpoint=ckpt, description=f"zoo {name} [{prof.name}]",
+    )
+    started = time.perf_counter()
+    try:
+        history = training.train(model, train_set, **options)
+    except (training.CheckpointError, ValueError) as error:
+        if not ckpt.exists():
+            raise
+        warnings.warn(f"Zoo {name!r}: discarding the unusable training checkpoint {ckpt} ({error}); "
+                      "training from scratch.", stacklevel=3)
+        ckpt.unlink()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(rec.seed)
+            model = build_model(rec)
+        history = training.train(model, train_set, **options)
+    seconds = time.perf_counter() - started
+    history.config["zoo"] = {"name": name, "profile": prof.name, "recipe": rec.to_dict()}
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    buffer = __import__("io").BytesIO()
+    torch.save(state, buffer)
+    files = {"model.pt": buffer.getvalue(), "history.json": history.to_json().encode(),
+             "recipe.json": json.dumps(rec.to_dict(), indent=1).encode()}
+    for filename, content in files.items():
+        training.atomic_write_bytes(folder / filename, content)
+    manifest = {
+        "format": ZOO_FORMAT, "name": name, "profile": prof.name, "key": key,
+        "files": {filename: hashlib.sha256(content).hexdigest() for filename, content in files.items()},
+        "train_seconds": round(seconds, 2), "trained_on": str(device), "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "description": describe(name, profile=prof),
+    }
+    training.atomic_write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+    ckpt.unlink(missing_ok=True)
+    log.info("zoo: trained %s [%s] in %.1f s", name, prof.name, seconds)
+
+
+_VERIFIED: dict[Path, tuple[str, tuple[tuple[int, int], ...]]] = {}  # folder -> (key, file stats)
+
+
+def _file_stats(folder: Path, filenames: list[str]) -> tuple[tuple[int, int], ...]:
+    return tuple((st.st_size, st.st_mtime_ns) for st in (os.stat(folder / f) for f in filenames))
+
+
+def _check_entry(folder: Path, key: str) -> tuple[str, str]:
+    """``("ok" | "missing" | "stale" | "corrupt", reason)`` for the cached entry in ``folder``."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        return "missing", "not trained yet"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files: dict[str, str] = manifest["files"]
+        entry_key = manifest["key"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return "corrupt", f"unreadable manifest ({error})"
+    if entry_key != key:
+        return "stale", "its recipe changed"
+    try:
+        stats = _file_stats(folder, list(files))
+        if _VERIFIED.get(folder) == (key, stats):
+            return "ok", ""
+        for filename, digest in files.items():
+            if data.file_digest(folder / filename, "sha256") != digest:
+                return "corrupt", f"{filename} is truncated or corrupted (checksum mismatch)"
+    except OSError as error:
+        return "corrupt", f"a file is missing ({error})"
+    _VERIFIED[folder] = (key, stats)
+    return "ok", ""
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the entry, so two processes never train it at once (POSIX only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; atomic writes still keep the entry consistent
+        yield
+        return
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure(name: str, *, profile: Profile | str | None = None) -> Path:
+    """Train and cache zoo entry ``name`` unless a valid cached copy exists; return its folder.
+
+    Raises:
+        KeyError: not a zoo name.
+        advcore.data.DataUnavailableError: the entry's data (CIFAR-10) is unavailable.
+    """
+    prof = _resolve_profile(profile)
+    key = cache_key(name, profile=prof)
+    folder = entry_dir(name, profile=prof)
+    status, reason = _check_entry(folder, key)
+    if status == "ok":
+        return folder
+    with _locked(folder):
+        status, reason = _check_entry(folder, key)  # another process may have trained it meanwhile
+        if status == "ok":
+            return folder
+        if status == "corrupt":
+            warnings.warn(f"Zoo entry {name!r} ({prof.name} profile) at {folder} is damaged: {reason}. "
+                          "It will not be loaded; retraining it.", stacklevel=3)
+        elif status == "stale":
+            log.warning("zoo: %s [%s]: %s; retraining", name, prof.name, reason)
+        (folder / "manifest.json").unlink(missing_ok=True)
+        _VERIFIED.pop(folder, None)
+        _train_entry(name, prof, folder, key)
+    return folder
+
+
+def get(name: str, *, profile: Profile | str | None = None, device: str | torch.device | None = None) -> nn.Module:
+    """Zoo model ``name``, trained (on first use) with ``profile``'s sizes, in ``eval()`` mode.
+
+    Args:
+        name: one of :func:`names`.
+        profile: a :class:`~advcore.profiles.Profile` or its name (default: ``ADVCORE_PROFILE``).
+        device: where to put the model (default: CUDA when available, else CPU).
+
+    Raises:
+        KeyError: not a zoo name.
+        advcore.data.DataUnavailableError: the entry needs CIFAR-10, which is unavailable.
+    """
+    prof = _resolve_profile(profile)
+    folder = ensure(name, profile=prof)
+    model = build_model(recipe(name, profile=prof))
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device if device is not None else default_device()).eval()
+
+
+def history(name: str, *, profile: Profile | str | None = None) -> training.History:
+    """The training :class:`~advcore.train.History` of zoo entry ``name`` (trains it if needed)."""
+    folder = ensure(name, profile=profile)
+    return training.History.from_json((folder / "history.json").read_text())
+
+
+def manifest(name: str, *, profile: Profile | str | None = None) -> dict[str, Any]:
+    """The entry's manifest: key, file checksums, training time and device, versions."""
+    folder = ensure(name, profile=profile)
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def train_all(names_: list[str] | None = None, *, profile: Profile | str | None = None,
+              skip_unavailable: bool = True) -> dict[str, float]:
+    """Make sure every named entry (default: all) is trained; return seconds spent per entry."""
+    prof = _resolve_profile(profile)
+    spent: dict[str, float] = {}
+    for name in names_ or names():
+        started = time.perf_counter()
+        try:
+            ensure(name, profile=prof)
+        except data.DataUnavailableError as error:
+            if not skip_unavailable:
+                raise
+            print(f"{name:20s} skipped: {str(error).split('. ')[0]}.")
+            continue
+        spent[name] = time.perf_counter() - started
+        print(f"{name:20s} {spent[name]:7.1f} s   {describe(name, profile=prof)}", flush=True)
+    return spent
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m advcore.zoo",
+                                     description="Train (or verify) the zoo's models for a profile.")
+    parser.add_argument("names", nargs="*", help="zoo names (default: all)")
+    parser.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default=None)
+    args = parser.parse_args(argv)
+    spent = train_all(args.names or None, profile=args.profile)
+    print(f"total {sum(spent.values()):.1f} s for {len(spent)} entries")
+
+
+if __name__ == "__main__":
+    main()

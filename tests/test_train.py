@@ -1,0 +1,333 @@
+"""advcore.train on small real MNIST: objectives do what the lecture says, runs resume exactly.
+
+The robustness tests assert orderings (FGSM training beats standard training and the
+noise control under FGSM; PGD training raises PGD accuracy), never golden numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from advcore import attacks, data, train
+from advcore.models import HiddenPerturbMLP, MaxoutMLP, SoftmaxRegression
+from advcore.train import (
+    EPOCH_FIELDS,
+    STEP_FIELDS,
+    CheckpointError,
+    FGSMAttack,
+    FGSMObjective,
+    HiddenFGSMObjective,
+    NoiseObjective,
+    PGDAttack,
+    PGDObjective,
+    RotationObjective,
+    ScaledGradientObjective,
+    StandardObjective,
+)
+
+EPS = 0.25
+
+
+@pytest.fixture(scope="module")
+def mnist() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """2,000 training, 500 validation (the tail of the training set) and 500 test images."""
+    full = data.load_mnist("train")
+    x, y = full.tensors
+    test = data.load_mnist("test", limit=500)
+    return TensorDataset(x[:2000], y[:2000]), TensorDataset(x[-500:], y[-500:]), test
+
+
+def accuracy(model, dataset: TensorDataset, attack=None) -> float:
+    x, y = dataset.tensors
+    if attack is not None:
+        x = attack(model, x, y)
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def fresh_mlp(seed: int = 0) -> HiddenPerturbMLP:
+    torch.manual_seed(seed)
+    return HiddenPerturbMLP((128,), activation="relu")
+
+
+def fit(model, train_set, objective, **options) -> train.History:
+    options = {"epochs": 3, "batch_size": 50, "lr": 2e-3, "progress": False, "seed": 0,
+               "eval_train_examples": 200, **options}
+    return train.train(model, train_set, objective=objective, monitor=FGSMAttack(EPS), **options)
+
+
+# --------------------------------------------------------------------------- robustness orderings
+
+
+@pytest.fixture(scope="module")
+def fgsm_errors(mnist) -> dict[str, float]:
+    """FGSM test error of the same MLP trained three ways on the same data and budget."""
+    train_set, val_set, test = mnist
+    fgsm = lambda model, x, y: attacks.fgsm(model, x, y, eps=EPS)  # noqa: E731
+    errors = {}
+    for name, objective in [("standard", StandardObjective()), ("fgsm", FGSMObjective(eps=EPS)),
+                            ("noise", NoiseObjective(eps=EPS))]:
+        model = fresh_mlp()
+        fit(model, train_set, objective, val_set=val_set)
+        errors[name] = 1 - accuracy(model, test, fgsm)
+        errors[name + "_clean"] = 1 - accuracy(model, test)
+    return errors
+
+
+def test_fgsm_training_lowers_fgsm_error(fgsm_errors: dict[str, float]) -> None:
+    assert fgsm_errors["fgsm"] < fgsm_errors["standard"] - 0.2, fgsm_errors
+    assert fgsm_errors["fgsm_clean"] < 0.3, fgsm_errors  # it still classifies clean digits
+
+
+def test_noise_control_does_not_buy_the_same_robustness(fgsm_errors: dict[str, float]) -> None:
+    assert fgsm_errors["fgsm"] < fgsm_errors["noise"] - 0.2, fgsm_errors
+
+
+def test_pgd_training_raises_pgd_accuracy(mnist) -> None:
+    train_set, _, test = mnist
+    pgd_attack = PGDAttack(eps=0.2, step_size=0.05, steps=10)
+    generator = torch.Generator().manual_seed(0)
+    attack = lambda model, x, y: pgd_attack(model, x, y, generator)  # noqa: E731
+    results = {}
+    for name, objective in [("standard", StandardObjective()),
+                            ("pgd", PGDObjective(eps=0.2, step_size=0.1, steps=3))]:
+        model = fresh_mlp()
+        history = train.train(model, train_set, objective=objective, epochs=3, batch_size=50, lr=2e-3,
+                              monitor=None, eval_train_examples=0, progress=False)
+        results[name] = accuracy(model, test, attack)
+        if name == "pgd":  # the per-step records hold the training batch's PGD accuracy
+            assert not any(math.isnan(v) for v in history.steps["adv_acc"])
+    assert results["pgd"] > results["standard"] + 0.2, results
+
+
+# --------------------------------------------------------------------------- history
+
+
+def test_history_records_steps_and_epochs(mnist) -> None:
+    train_set, val_set, _ = mnist
+    small = TensorDataset(*(t[:300] for t in train_set.tensors))
+    model = fresh_mlp()
+    history = fit(model, small, FGSMObjective(eps=EPS), val_set=val_set, epochs=2, batch_size=100)
+    assert set(history.steps) == set(STEP_FIELDS) and set(history.epochs) == set(EPOCH_FIELDS)
+    assert len(history.steps["step"]) == 6 and history.steps["step"] == [1, 2, 3, 4, 5, 6]
+    assert history.epochs["epoch"] == [1, 2] and len(history) == 2
+    for column in ("clean_loss", "clean_acc", "adv_loss", "adv_acc"):
+        assert all(math.isfinite(v) for v in history.steps[column]), column
+    for split in ("train", "val"):
+        for column in ("clean_loss", "clean_acc", "adv_loss", "adv_acc"):
+            assert all(math.isfinite(v) for v in history.epochs[f"{split}_{column}"])
+    # The monitor is an attack: adversarial accuracy is below clean accuracy.
+    assert history.epochs["val_adv_acc"][-1] < history.epochs["val_clean_acc"][-1]
+    frame = history.epochs_frame()
+    assert {"val_adv_err", "train_clean_err"} <= set(frame.columns) and len(frame) == 2
+    assert len(history.steps_frame()) == 6
+    assert history.config["objective"] == {"name": "fgsm", "eps": EPS, "alpha": 0.5}
+    assert train.History.from_json(history.to_json()).epochs == history.epochs
+    # The standard objective makes no adversarial batch: NaN per step, but the epoch
+    # records still measure robustness with the monitor attack.
+    plain = fit(fresh_mlp(), small, StandardObjective(), val_set=val_set, epochs=1, batch_size=100)
+    assert all(math.isnan(v) for v in plain.steps["adv_acc"])
+    assert math.isfinite(plain.epochs["val_adv_acc"][0])
+
+
+# --------------------------------------------------------------------------- determinism, checkpoints
+
+
+def tiny_run(train_set, checkpoint=None, objective=None, epochs: int = 3, **options) -> tuple[MaxoutMLP, train.History]:
+    """A run that uses every source of randomness: shuffling, dropout and noise."""
+    torch.manual_seed(1)
+    model = MaxoutMLP(16, pieces=2)
+    history = train.train(model, train_set, objective=objective or NoiseObjective(eps=0.2), epochs=epochs,
+                          batch_size=50, lr=1e-2, seed=3, checkpoint=checkpoint, progress=False,
+                          monitor=FGSMAttack(0.1), eval_train_examples=100, **options)
+    return model, history
+
+
+def same_history(a: train.History, b: train.History) -> bool:
+    strip = lambda h: {k: v for k, v in h.epochs.items() if k != "seconds"}  # noqa: E731
+    nan_equal = lambda u, v: all((x == y) or (math.isnan(x) and math.isnan(y)) for x, y in zip(u, v))  # noqa: E731
+    return all(nan_equal(a.steps[k], b.steps[k]) for k in a.steps) and all(
+        nan_equal(strip(a)[k], strip(b)[k]) for k in strip(a))
+
+
+def assert_same_model(a, b) -> None:
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+@pytest.fixture(scope="module")
+def small_train(mnist) -> TensorDataset:
+    return TensorDataset(*(t[:300] for t in mnist[0].tensors))
+
+
+def test_training_is_deterministic_and_leaves_the_global_rng_alone(small_train) -> None:
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    model_a, history_a = tiny_run(small_train, epochs=2)
+    torch.manual_seed(123)  # tiny_run seeds the model's initialization itself
+    assert torch.equal(state, torch.get_rng_state())
+    model_b, history_b = tiny_run(small_train, epochs=2)
+    assert_same_model(model_a, model_b)
+    assert same_history(history_a, history_b)
+
+
+class InterruptAt:
+    """Wraps an objective and raises KeyboardInterrupt at the n-th step (mid-epoch)."""
+
+    def __init__(self, objective, at_step: int) -> None:
+        self.objective, self.at_step, self.calls = objective, at_step, 0
+        self.name = objective.name
+
+    def __call__(self, model, x, y, generator):
+        self.calls += 1
+        if self.calls == self.at_step:
+            raise KeyboardInterrupt
+        return self.objective(model, x, y, generator)
+
+    def monitor(self):
+        return self.objective.monitor()
+
+    def config(self):
+        return self.objective.config()
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(small_train, tmp_path) -> None:
+    reference_model, reference_history = tiny_run(small_train)  # 3 epochs of 6 steps, no checkpoint
+
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(small_train, ckpt, objective=InterruptAt(NoiseObjective(eps=0.2), at_step=9))  # in epoch 2
+    saved = train.load_checkpoint(ckpt)  # the last checkpoint survived the interrupt intact
+    assert saved["epoch"] == 1 and not saved["finished"]
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+    resumed_model, resumed_history = tiny_run(small_train, ckpt)
+    assert_same_model(resumed_model, reference_model)
+    assert same_history(resumed_history, reference_history)
+
+    # A finished run is not retrained: calling again returns the same model and history.
+    again_model, again_history = tiny_run(small_train, ckpt)
+    assert_same_model(again_model, reference_model)
+    assert same_history(again_history, reference_history)
+
+
+def test_truncated_or_corrupted_checkpoint_is_rejected(small_train, tmp_path) -> None:
+    ckpt = tmp_path / "run.ckpt"
+    tiny_run(small_train, ckpt, epochs=1)
+    content = ckpt.read_bytes()
+
+    ckpt.write_bytes(content[: len(content) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        train.load_checkpoint(ckpt)
+    with pytest.raises(CheckpointError):
+        tiny_run(small_train, ckpt, epochs=2)  # never silently resumed from, never overwritten
+
+    flipped = bytearray(content)
+    flipped[-100] ^= 0xFF
+    ckpt.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="corrupted"):
+        train.load_checkpoint(ckpt)
+
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        train.load_checkpoint(ckpt)
+
+
+def test_checkpoint_of_another_configuration_is_refused(small_train, tmp_path) -> None:
+    ckpt = tmp_path / "run.ckpt"
+    tiny_run(small_train, ckpt, epochs=1)
+    with pytest.raises(ValueError, match="different training configuration"):
+        tiny_run(small_train, ckpt, epochs=1, objective=FGSMObjective(eps=0.2))
+
+
+def test_early_stopping_keeps_the_best_adversarial_validation_epoch(mnist) -> None:
+    train_set, val_set, _ = mnist
+    small = TensorDataset(*(t[:500] for t in train_set.tensors))
+    torch.manual_seed(0)
+    model = SoftmaxRegression()
+    history = train.train(model, small, objective=StandardObjective(), val_set=val_set, epochs=4,
+                          batch_size=50, lr=0.05, early_stopping=True, monitor=FGSMAttack(0.1),
+                          progress=False, eval_train_examples=0)
+    val_adv_err = [1 - a for a in history.epochs["val_adv_acc"]]
+    assert history.best_epoch == 1 + min(range(len(val_adv_err)), key=val_adv_err.__getitem__)
+    # The model holds the best epoch's weights: its adversarial validation accuracy is the recorded one.
+    best = history.epochs["val_adv_acc"][history.best_epoch - 1]
+    assert accuracy(model, val_set, FGSMAttack(0.1)) == pytest.approx(best, abs=1e-6)
+
+    torch.manual_seed(0)
+    stopped = train.train(SoftmaxRegression(), small, objective=StandardObjective(), val_set=val_set,
+                          epochs=30, batch_size=50, lr=0.05, early_stopping=True, patience=1,
+                          monitor=FGSMAttack(0.1), progress=False, eval_train_examples=0)
+    assert stopped.stopped_early and len(stopped) < 30
+
+
+def test_early_stopping_needs_validation_data(small_train) -> None:
+    with pytest.raises(ValueError, match="val_set"):
+        train.train(SoftmaxRegression(), small_train, early_stopping=True, progress=False)
+
+
+# --------------------------------------------------------------------------- the control objectives
+
+
+def test_every_objective_takes_a_finite_step(small_train) -> None:
+    x, y = (t[:20] for t in small_train.tensors)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    mlp = HiddenPerturbMLP((32, 32), activation="sigmoid")
+    for objective in [StandardObjective(), FGSMObjective(), NoiseObjective(), RotationObjective(),
+                      ScaledGradientObjective(), HiddenFGSMObjective(), PGDObjective(steps=2, step_size=0.2)]:
+        out = objective(mlp, x, y, generator)
+        assert out.loss.requires_grad and torch.isfinite(out.loss), objective.name
+        out.loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in mlp.parameters())
+        mlp.zero_grad()
+    with pytest.raises(TypeError, match="forward_hidden"):
+        HiddenFGSMObjective()(SoftmaxRegression(), x, y, generator)
+    with pytest.raises(ValueError, match="alpha"):
+        FGSMObjective(alpha=1.5)
+    with pytest.raises(ValueError, match="Unknown objective"):
+        train.make_objective("magic")
+
+
+def test_control_perturbations(small_train) -> None:
+    x, y = (t[:8] for t in small_train.tensors)
+    torch.manual_seed(0)
+    model = SoftmaxRegression()
+    generator = torch.Generator().manual_seed(0)
+    # Scaled gradient: the same L-inf size as FGSM, along the gradient rather than its sign.
+    x_sg = ScaledGradientObjective(eps=0.25).perturb(model, x, y, generator)
+    grad = train.input_gradient(model, x, y)
+    step = x_sg - x
+    assert step.abs().max() <= 0.25 + 1e-6
+    inside = (x_sg > 0) & (x_sg < 1)
+    assert torch.all(step[inside] * grad[inside] > 0)  # moves up the loss
+    assert step[inside].abs().unique().numel() > 10  # not a sign step: many different sizes
+    # Rotation: 0 degrees is the identity, 90 degrees a quarter turn.
+    torch.testing.assert_close(train.rotate(x, torch.zeros(8)), x, atol=1e-5, rtol=0)
+    quarter = train.rotate(x, torch.full((8,), 90.0))
+    assert min((quarter - torch.rot90(x, k, dims=(2, 3))).abs().max() for k in (1, -1)) < 1e-4
+    rotated = RotationObjective(degrees=15).perturb(model, x, y, generator)
+    assert rotated.shape == x.shape and 0 <= rotated.min() and rotated.max() <= 1
+
+
+def test_hidden_fgsm_perturbs_hidden_activations_by_eps(small_train) -> None:
+    x, y = (t[:8] for t in small_train.tensors)
+    torch.manual_seed(0)
+    model = HiddenPerturbMLP((16, 16), activation="sigmoid")
+    seen = []
+    original = model.forward_hidden
+
+    def spy(inputs, perturbations=None):
+        seen.append(perturbations)
+        return original(inputs, perturbations)
+
+    model.forward_hidden = spy  # type: ignore[method-assign]
+    out = HiddenFGSMObjective(eps_hidden=0.1)(model, x, y, torch.Generator())
+    clean, adversarial = seen
+    assert clean is None and len(adversarial) == 2  # one perturbation per hidden layer, none on the output
+    assert all(torch.allclose(p.abs(), torch.full_like(p, 0.1)) for p in adversarial)
+    assert out.adv_loss > out.clean_loss  # the perturbation increases the loss

@@ -1,0 +1,216 @@
+"""advcore.zoo: names, recipes, train-once caching, and a cache that is never trusted blindly."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+from advcore import data, zoo
+from advcore import train as training
+from advcore.profiles import PROFILES, current_profile
+
+CHAPTER_NAMES = {
+    "softmax", "softmax_fgsm", "maxout", "maxout_fgsm", "maxout1600_fgsm_es", "maxout_noise",
+    "maxout_rotation", "maxout_scaledgrad", "sigmoid_mlp", "sigmoid_mlp_hidden", "relu_mlp",
+    "relu_mlp_hidden", "cnn", "cnn_pgd", "maxout_seed1", "cnn_seed1", "surrogate_mlp",
+    "resnet_cifar", "resnet_cifar_pgd",
+}
+MNIST_NAMES = [name for name in sorted(CHAPTER_NAMES) if not name.startswith("resnet")]
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    """A private cache and a profile small enough to train an entry in a second or two."""
+    monkeypatch.setenv("ADVCORE_CACHE", str(tmp_path))
+    return current_profile("smoke").replace(mnist_train=300, mnist_val=100, epochs_linear=2, epochs_cnn=1,
+                                            epochs_surrogate=2, pgd_train_steps=1, pgd_train_step_size=0.3)
+
+
+class CountingTrain:
+    """Wraps advcore.train.train to count (and optionally inspect) the training runs."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[tuple] = []
+        self.real = training.train
+        monkeypatch.setattr(training, "train", self)
+
+    def __call__(self, model, train_set, **options):
+        self.calls.append((model, train_set, options))
+        return self.real(model, train_set, **options)
+
+
+# --------------------------------------------------------------------------- names and recipes
+
+
+def test_names_cover_every_chapter() -> None:
+    assert CHAPTER_NAMES <= set(zoo.names())
+    with pytest.raises(KeyError, match="maxout_fgsm"):
+        zoo.recipe("maxout_fsgm")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_describe_is_one_line_per_entry(profile: str) -> None:
+    for name in zoo.names():
+        line = zoo.describe(name, profile=profile)
+        assert "\n" not in line and line.startswith(f"{name}: ") and f"[{profile} profile]" in line
+        assert "epochs" in line and ("MNIST" in line or "CIFAR-10" in line)
+    assert "2x1600 units" in zoo.describe("maxout1600_fgsm_es", profile=profile)
+    assert "eps=0.25, alpha=0.5" in zoo.describe("maxout_fgsm", profile=profile)
+    assert "early stopping" in zoo.describe("maxout1600_fgsm_es", profile=profile)
+
+
+def test_gpu_recipes_follow_the_papers() -> None:
+    gpu = PROFILES["gpu"]
+    maxout = zoo.recipe("maxout_fgsm", profile=gpu)
+    assert maxout.architecture_options | {} == {"hidden": 240, "pieces": 5, "layers": 2,
+                                                 "input_dropout": 0.2, "dropout": 0.5}
+    assert maxout.objective_options == {"eps": 0.25, "alpha": 0.5} and maxout.batch_size == 100
+    large = zoo.recipe("maxout1600_fgsm_es", profile=gpu)
+    assert large.architecture_options["hidden"] == 1600 and large.early_stopping
+    cnn = zoo.recipe("cnn_pgd", profile=gpu)
+    assert cnn.objective_options == {"eps": 0.3, "step_size": 0.01, "steps": 40, "random_start": True}
+    assert (cnn.optimizer, cnn.lr, cnn.batch_size) == ("adam", 1e-4, 50)
+    steps = cnn.epochs * math.ceil(gpu.mnist_train / cnn.batch_size)
+    assert 99_000 <= steps <= 101_000  # Madry et al.: 100k iterations
+    resnet = zoo.recipe("resnet_cifar_pgd", profile=gpu)
+    assert resnet.objective_options["eps"] == pytest.approx(8 / 255)
+    assert (resnet.objective_options["steps"], resnet.objective_options["step_size"]) == (7, pytest.approx(2 / 255))
+    assert resnet.architecture_options["width"] == 64
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_fewer_pgd_steps_get_a_scaled_step_size(profile: str) -> None:
+    options = zoo.recipe("cnn_pgd", profile=profile).objective_options
+    assert options["step_size"] == pytest.approx(2.5 * 0.3 / options["steps"], rel=0.01)
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def test_get_trains_once_then_loads_from_the_cache(tiny, monkeypatch, tmp_path) -> None:
+    counting = CountingTrain(monkeypatch)
+    model = zoo.get("softmax", profile=tiny, device="cpu")
+    assert not model.training and len(counting.calls) == 1
+    folder = data.cache_dir() / "zoo" / "smoke" / "softmax"
+    assert folder == zoo.entry_dir("softmax", profile=tiny) and folder.is_relative_to(tmp_path)
+    assert {"manifest.json", "model.pt", "history.json", "recipe.json"} <= {p.name for p in folder.iterdir()}
+    assert not list(folder.glob("*.ckpt"))  # the training checkpoint is gone once the entry is saved
+
+    again = zoo.get("softmax", profile=tiny, device="cpu")
+    assert len(counting.calls) == 1  # loaded, not retrained
+    for p, q in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(p, q)
+
+    history = zoo.history("softmax", profile=tiny)
+    assert len(history) == tiny.epochs_linear and len(counting.calls) == 1
+    assert history.config["zoo"]["recipe"]["name"] == "softmax"
+    assert {"val_adv_acc", "val_clean_acc"} <= set(history.epochs_frame().columns)
+    assert zoo.manifest("softmax", profile=tiny)["key"] == zoo.cache_key("softmax", profile=tiny)
+
+
+@pytest.mark.parametrize("damage", ["truncate_model", "flip_history", "garbage_manifest", "delete_model"])
+def test_a_damaged_entry_is_retrained_never_loaded(tiny, monkeypatch, damage: str) -> None:
+    zoo.get("softmax", profile=tiny)
+    folder = zoo.entry_dir("softmax", profile=tiny)
+    zoo._VERIFIED.clear()  # a new process: nothing verified yet
+    if damage == "truncate_model":
+        content = (folder / "model.pt").read_bytes()
+        (folder / "model.pt").write_bytes(content[: len(content) // 2])
+    elif damage == "flip_history":
+        content = bytearray((folder / "history.json").read_bytes())
+        content[10] ^= 0x01
+        (folder / "history.json").write_bytes(bytes(content))
+    elif damage == "garbage_manifest":
+        (folder / "manifest.json").write_text("{not json")
+    else:
+        (folder / "model.pt").unlink()
+
+    counting = CountingTrain(monkeypatch)
+    with pytest.warns(UserWarning, match="damaged"):
+        model = zoo.get("softmax", profile=tiny)
+    assert len(counting.calls) == 1
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the retrained entry is clean
+        zoo._VERIFIED.clear()
+        zoo.get("softmax", profile=tiny)
+    assert len(counting.calls) == 1
+
+
+def test_a_changed_recipe_retrains(tiny, monkeypatch) -> None:
+    zoo.get("softmax", profile=tiny)
+    counting = CountingTrain(monkeypatch)
+    longer = tiny.replace(epochs_linear=3)
+    assert zoo.cache_key("softmax", profile=longer) != zoo.cache_key("softmax", profile=tiny)
+    zoo.get("softmax", profile=longer)
+    assert len(counting.calls) == 1 and len(zoo.history("softmax", profile=longer)) == 3
+
+
+def test_an_interrupted_zoo_training_resumes_to_the_same_model(tiny, monkeypatch, tmp_path) -> None:
+    profile = tiny.replace(epochs_linear=3)
+    reference = zoo.get("softmax", profile=profile)
+
+    monkeypatch.setenv("ADVCORE_CACHE", str(tmp_path / "second"))
+    real_evaluate, calls = training._evaluate, []
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 1 is done and checkpointed; stop during epoch 2's evaluation
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_evaluate", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.get("softmax", profile=profile)
+    folder = zoo.entry_dir("softmax", profile=profile)
+    assert not (folder / "manifest.json").exists() and len(list(folder.glob("training-*.ckpt"))) == 1
+
+    monkeypatch.setattr(training, "_evaluate", real_evaluate)
+    resumed = zoo.get("softmax", profile=profile)
+    for p, q in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+def test_cifar_entries_say_when_cifar10_is_missing(tiny, monkeypatch) -> None:
+    monkeypatch.setattr(data, "cifar10_available", lambda: False)
+    for name in ("resnet_cifar", "resnet_cifar_pgd"):
+        with pytest.raises(data.DataUnavailableError, match="CIFAR-10"):
+            zoo.get(name, profile=tiny)
+        assert "CIFAR-10" in zoo.describe(name, profile=tiny)
+
+
+def test_surrogate_learns_the_victims_labels_on_held_out_images(tiny, monkeypatch) -> None:
+    counting = CountingTrain(monkeypatch)
+    surrogate = zoo.get("surrogate_mlp", profile=tiny, device="cpu")
+    assert not surrogate.training
+    (_, cnn_data, _), (_, surrogate_data, _) = counting.calls  # the victim is trained first
+    victim = zoo.get("cnn", profile=tiny, device="cpu")
+    _, val, _ = data.mnist_splits(tiny)
+    x, labels = surrogate_data.tensors
+    assert torch.equal(x, val.tensors[0])  # the validation tail: never in the victim's training set
+    with torch.no_grad():
+        assert torch.equal(labels, victim(x).argmax(1))  # labelled by querying the victim
+    assert not any(torch.equal(x[:1], row[None]) for row in cnn_data.tensors[0][:300])
+
+
+# --------------------------------------------------------------------------- the smoke profile
+
+
+@pytest.mark.slow
+def test_every_mnist_entry_trains_in_the_smoke_profile() -> None:
+    """Uses the session cache, so the notebooks run later in the session reuse these models."""
+    smoke = PROFILES["smoke"]
+    for name in MNIST_NAMES:
+        model = zoo.get(name, profile=smoke, device="cpu")
+        history = zoo.history(name, profile=smoke)
+        recipe = zoo.recipe(name, profile=smoke)
+        assert not model.training
+        assert 1 <= len(history) <= recipe.epochs
+        assert all(math.isfinite(v) for v in history.steps["loss"]), name
+        if recipe.early_stopping:
+            assert history.best_epoch is not None
+        json.dumps(zoo.manifest(name, profile=smoke))
