@@ -400,3 +400,16 @@ def test_checks_work_when_called_under_no_grad():
 def test_public_names_match_the_contract():
     expected = {f"check_{n}" for n in CHECKS} | {f"reference_{n}" for n in CHECKS}
     assert expected | {"CheckResult", "NOT_ATTEMPTED"} == set(ex.__all__)
+
+
+def test_mix_loss_reference_is_the_objective_the_library_trains_with():
+    """The exercise's J~ and advcore.train's FGSM objective agree (one definition in the book)."""
+    from advcore.train import FGSMObjective
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4))
+    x, y = torch.rand(5, 1, 4, 4), torch.randint(0, 4, (5,))
+    for eps, alpha in ((0.25, 0.5), (0.1, 0.3)):
+        trained = FGSMObjective(eps=eps, alpha=alpha)(model, x, y, torch.Generator()).loss
+        exercise = ex.reference_fgsm_mix_loss(model, x, y, eps, alpha)
+        torch.testing.assert_close(exercise, trained)
