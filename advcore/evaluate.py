@@ -112,7 +112,7 @@ def evaluate(
     with eval_mode(model):
         for x, y in tqdm(batches, total=_num_batches(data, batch_size), disable=not progress,
                          desc="evaluate" + ("" if attack is None else " under attack"), unit="batch"):
-            x, y = x.to(device), y.to(device)
+            x, y = _check_images(x.to(device)), y.to(device)
             if attack is not None:
                 x = _run_attack(attack, model, x, y)
             predicted, confidence = _predict(model, x)
@@ -247,7 +247,7 @@ def transfer_matrix(
     with _all_in_eval_mode(models.values()):
         for x, y in tqdm(_batches(data, batch_size), total=_num_batches(data, batch_size),
                          disable=not progress, desc="transfer matrix", unit="batch"):
-            y = y.cpu()
+            x, y = _check_images(x), y.cpu()
             n += y.numel()
             for t, name in enumerate(names):
                 clean_wrong[t] += (_predict(models[name], x.to(devices[t]))[0].cpu() != y).sum()
@@ -284,12 +284,15 @@ def _predict(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _run_attack(attack: Attack, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """``attack(model, x, y)``, checked: same shape as ``x`` and values in [0, 1]."""
     x_adv = attack(model, x, y)
     if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
         raise ValueError(
             f"attack must return adversarial images of shape {tuple(x.shape)}, got "
             f"{type(x_adv).__name__} {getattr(x_adv, 'shape', '')}; pass e.g. partial(fgsm, eps=0.25)."
         )
+    if not bool(((x_adv >= 0) & (x_adv <= 1)).all()):
+        raise ValueError("attack returned images outside [0, 1]; clip them (x_adv.clamp(0, 1)).")
     return x_adv.detach()
 
 

@@ -128,7 +128,7 @@ def pgd_landscape(
         generator: ``torch.Generator`` (CPU or CUDA) for reproducible starts.
         chunk_size: rows per forward pass; default: from ``memory_budget``.
         memory_budget: bytes the activations of a chunk may take; default half the free
-            GPU memory on CUDA, 2 GiB on the CPU. Rows per chunk are estimated from the
+            GPU memory on CUDA, 256 MiB on the CPU. Rows per chunk are estimated from the
             sizes of the model's layer outputs for one example (a heuristic).
         progress: show a tqdm progress bar (example-steps).
 
@@ -225,8 +225,8 @@ def _chunk_size_for_budget(model: Callable[[Tensor], Tensor], x: Tensor, memory_
         if x.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(x.device)
             memory_budget = free // 2
-        else:
-            memory_budget = 2 * 1024**3
+        else:  # a CPU gains nothing from huge chunks, and their fresh memory costs page faults
+            memory_budget = 256 * 1024**2
     memory_budget = _check_int(memory_budget, "memory_budget", minimum=1)
     return max(1, memory_budget // _bytes_per_row(model, x[:1]))
 

@@ -94,6 +94,10 @@ def test_evaluate_rejects_bad_attacks_and_data() -> None:
         evaluate(model, (x, y[:3]), progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         evaluate(model, (x, y), batch_size=0, progress=False)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        evaluate(model, (x, y), attack=lambda m, images, labels: images + 1, progress=False)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):  # normalized data: the model normalizes
+        evaluate(model, ((x - 0.5) / 0.25, y), progress=False)
 
 
 # --------------------------------------------------------------------------- epsilon sweeps

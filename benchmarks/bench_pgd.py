@@ -1,0 +1,199 @@
+"""PGD throughput: advcore.attacks.pgd vs. the textbook loop vs. torchattacks.PGD.
+
+Measures example-steps per second (batch size x PGD steps / wall time) of an L-infinity
+PGD attack (Madry et al. 2018: eps = 0.3, step 0.01, 40 steps, random start) on Madry's
+MNIST CNN, batch 256, for three implementations on the same model and inputs, in one
+run, interleaved so that machine drift hits all of them alike:
+
+* ``advcore``      -- ``advcore.attacks.pgd``;
+* ``textbook``     -- the loop as usually written in tutorials (``loss.backward()`` on a
+                      ``delta`` leaf, parameters still requiring gradients);
+* ``torchattacks`` -- ``torchattacks.PGD`` (skipped when torchattacks is not installed).
+
+It prints the median time of each and the ratios. ``--landscape`` instead times the
+inner-max landscape case of the lecture: ``restarts`` (default 10^5) PGD runs of
+``--landscape-steps`` (default 100) on one MNIST example with ``advcore.landscape``.
+
+Usage::
+
+    python benchmarks/bench_pgd.py                         # CPU, about two minutes
+    python benchmarks/bench_pgd.py --repeats 5             # steadier medians
+    python benchmarks/bench_pgd.py --device cuda --repeats 20
+    python benchmarks/bench_pgd.py --device cuda --landscape
+
+The weights are random (throughput does not depend on them); the inputs are uniform
+random images in [0, 1].
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advcore.attacks import pgd
+
+try:
+    import torchattacks
+except ImportError:  # optional: the comparison is skipped
+    torchattacks = None
+
+
+def madry_cnn() -> nn.Module:
+    """Madry et al.'s MNIST CNN: advcore's, or an equivalent local copy if models.py lacks it."""
+    try:
+        from advcore.models import MadryCNN
+
+        return MadryCNN()
+    except ImportError:
+        # Same layers as advcore.models.MadryCNN (conv5x5 32 -> pool -> conv5x5 64 -> pool -> fc 1024 -> 10).
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Linear(1024, 10),
+        )
+
+
+def textbook_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int) -> Tensor:
+    """Algorithm 1 as tutorials write it: a delta leaf, loss.backward(), manual clipping."""
+    delta = torch.empty_like(x).uniform_(-eps, eps)
+    delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x + delta), y)
+        loss.backward()
+        delta.data = (delta + step_size * delta.grad.sign()).clamp(-eps, eps)
+        delta.data = (x + delta.data).clamp(0, 1) - x
+        delta.grad.zero_()
+    return (x + delta).detach()
+
+
+def make_attacks(model: nn.Module, eps: float, step_size: float, steps: int) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+    """The implementations to compare, each a function of (x, y)."""
+    attacks: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+        "advcore": lambda x, y: pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
+        "textbook": lambda x, y: textbook_pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
+    }
+    if torchattacks is not None:
+        ta = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=True)
+        attacks["torchattacks"] = lambda x, y: ta(x, y)
+    return attacks
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_attacks(attacks: dict[str, Callable[[Tensor, Tensor], Tensor]],
+                 warmups: dict[str, Callable[[Tensor, Tensor], Tensor]], x: Tensor, y: Tensor,
+                 *, eps: float, repeats: int) -> tuple[dict[str, list[tuple[float, float]]], dict[str, Tensor]]:
+    """(wall, CPU) seconds per call of each attack, interleaved round-robin, and the last result of each.
+
+    CPU time (this process, all threads) is reported beside wall time because on a shared
+    machine other processes stretch the wall time of whichever attack happens to be running.
+    """
+    for warmup in warmups.values():  # a short run each: allocator, oneDNN/cuDNN kernel choice
+        warmup(x, y)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in attacks}
+    results: dict[str, Tensor] = {}
+    for _ in range(repeats):
+        for name, attack in attacks.items():
+            synchronize(x.device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            results[name] = attack(x, y)
+            synchronize(x.device)
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    for name, x_adv in results.items():
+        excess = ((x_adv - x).abs().max() - eps).item()
+        assert excess <= 1e-5 and 0 <= x_adv.min() and x_adv.max() <= 1, f"{name} left the eps-ball"
+    return times, results
+
+
+def run_throughput(args: argparse.Namespace, device: torch.device) -> None:
+    torch.manual_seed(0)
+    model = madry_cnn().to(device)
+    x = torch.rand(args.batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    if torchattacks is None:
+        print("torchattacks is not installed: skipping it (pip install torchattacks).")
+    attacks = make_attacks(model, args.eps, args.step_size, args.steps)
+    warmups = make_attacks(model, args.eps, args.step_size, 2)
+    times, results = time_attacks(attacks, warmups, x, y, eps=args.eps, repeats=args.repeats)
+    work = args.batch * args.steps
+    wall = {name: statistics.median(t[0] for t in runs) for name, runs in times.items()}
+    cpu = {name: statistics.median(t[1] for t in runs) for name, runs in times.items()}
+    print(f"\nPGD on MadryCNN (random weights), batch {args.batch}, {args.steps} steps, eps {args.eps}, "
+          f"step {args.step_size}, random start, device {device}; medians of {args.repeats} "
+          f"interleaved run(s) each:")
+    print(f"  {'':13s} {'wall s':>7s} {'example-steps/s':>16s} {'CPU s':>7s}   mean loss reached")
+    for name in attacks:
+        with torch.no_grad():
+            loss = F.cross_entropy(model.eval()(results[name]), y).item()
+        print(f"  {name:13s} {wall[name]:7.2f} {work / wall[name]:16,.0f} {cpu[name]:7.2f}   {loss:.3f}")
+    for other in ("textbook", "torchattacks"):
+        if other in wall:
+            print(f"  speed of advcore / {other}: {wall[other] / wall['advcore']:.2f}x by wall time, "
+                  f"{cpu[other] / cpu['advcore']:.2f}x by CPU time (>1: advcore faster)")
+
+
+def run_landscape(args: argparse.Namespace, device: torch.device) -> None:
+    from advcore.landscape import pgd_landscape
+
+    torch.manual_seed(0)
+    model = madry_cnn().to(device)
+    x = torch.rand(1, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (1,), device=device)
+    kwargs = dict(eps=args.eps, step_size=args.step_size, steps=args.landscape_steps, traced=20,
+                  keep_deltas=256, progress=False, chunk_size=args.chunk_size,
+                  generator=torch.Generator(device).manual_seed(0))
+    pgd_landscape(model, x, y, restarts=min(args.restarts, 1_000), **{**kwargs, "steps": 2})  # warm-up
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = pgd_landscape(model, x, y, restarts=args.restarts, **kwargs)
+    synchronize(device)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    work = args.restarts * args.landscape_steps
+    spread = {name: float(value[0]) for name, value in result.loss_spread().items()}
+    print(f"\nLandscape: {args.restarts:,} restarts x {args.landscape_steps} steps on one example, "
+          f"device {device}, chunks of {result.chunk_size:,} rows: {wall:.2f} s wall, {cpu:.2f} s CPU "
+          f"({work / wall:,.0f} example-steps/s)")
+    print("  final loss: " + ", ".join(f"{name} {value:.3f}" for name, value in spread.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--eps", type=float, default=0.3)
+    parser.add_argument("--step-size", type=float, default=0.01)
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per implementation")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--landscape", action="store_true", help="time the many-restart landscape case instead")
+    parser.add_argument("--restarts", type=int, default=100_000)
+    parser.add_argument("--landscape-steps", type=int, default=100)
+    parser.add_argument("--chunk-size", type=int, default=None, help="rows per forward pass (landscape)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} CPU threads of {os.cpu_count()}{load}")
+    if device.type == "cuda":
+        print(f"TF32: cuDNN {torch.backends.cudnn.allow_tf32}, matmul {torch.backends.cuda.matmul.allow_tf32}")
+    if args.landscape:
+        run_landscape(args, device)
+    else:
+        run_throughput(args, device)
+
+
+if __name__ == "__main__":
+    main()
