@@ -1,0 +1,414 @@
+"""The experiments of Part II (Madry et al. 2018) that matter at paper scale.
+
+Each experiment is one function of a :class:`~advcore.profiles.Profile` that returns a
+``dict`` of numbers and arrays: the chapter calls it for its live, profile-sized result,
+and ``python -m advcore run NAME --profile gpu`` calls the *same* function and saves the
+dict with provenance (:mod:`advcore.results`), so a committed paper-scale result and the
+live one are made by the same code and read by the same plotting cells.
+
+* :func:`landscape` (chapter 8) -- PGD from many random starts on a few test images, for a
+  plainly and an adversarially trained CNN: loss traces of 20 restarts, the final loss of
+  every restart (Madry et al.: 10^5), and whether the restarts found distinct maxima.
+* :func:`robust_training` (chapter 9) -- PGD adversarial training of Madry et al.'s MNIST
+  CNN (and a CIFAR-10 ResNet when CIFAR-10 is available): the adversarial training loss
+  over training, clean and PGD accuracy of the plain and the robust model, and what a
+  training step costs.
+
+Everything is sized by the profile; trained models come from :mod:`advcore.zoo`
+(trained once, checkpointed every epoch). Finished pieces (one example's landscape, one
+model under one attack) are cached under ``cache_dir()/experiments``, so an interrupted
+run resumes where it stopped.
+
+Example::
+
+    from advcore import experiments
+    from advcore.profiles import current_profile
+    live = experiments.landscape(current_profile("smoke"))
+    live["final_losses"].shape      # (models, examples, restarts)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from advcore import data, models, zoo
+from advcore import train as training
+from advcore.attacks import fgsm, pgd
+from advcore.evaluate import evaluate
+from advcore.landscape import distinct_maxima, pgd_landscape
+from advcore.profiles import Profile, current_profile, default_device
+
+__all__ = [
+    "CIFAR_EPS",
+    "EXPERIMENTS",
+    "Experiment",
+    "MADRY_EPS",
+    "landscape",
+    "landscape_settings",
+    "robust_training",
+]
+
+MADRY_EPS = 0.3  # Madry et al., MNIST
+CIFAR_EPS = 8 / 255  # Madry et al., CIFAR-10
+CIFAR_EVAL_STEP = 2 / 255  # Madry et al.'s CIFAR-10 evaluation: PGD steps of 2/255
+FORMAT = 1  # bump when a change makes cached pieces invalid
+
+#: The two models every Part II comparison is about: label in the figures -> zoo name.
+MNIST_MODELS = {"plain": "cnn", "PGD-trained": "cnn_pgd"}
+CIFAR_MODELS = {"plain": "resnet_cifar", "PGD-trained": "resnet_cifar_pgd"}
+
+COSINE_BINS = np.linspace(-1.0, 1.0, 41)  # histogram of cosines between final perturbations
+SHOWN_DELTAS = 8  # final perturbations kept per example and model, to look at
+TIMED_STEPS = 2  # training steps timed per objective for the cost of robustness
+
+
+# =========================================================================== registry
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment the command line can run: ``run(profile, *, device, progress) -> dict``."""
+
+    name: str
+    chapter: int
+    summary: str
+    run: Callable[..., dict[str, Any]]
+
+
+# =========================================================================== shared helpers
+
+
+def _profile(profile: Profile | str | None) -> Profile:
+    return profile if isinstance(profile, Profile) else current_profile(profile)
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _cached(kind: str, payload: dict[str, Any], compute: Callable[[], dict[str, Any]], *,
+            profile: Profile) -> dict[str, Any]:
+    """``compute()`` once per ``payload``: kept in ``cache_dir()/experiments`` so runs resume.
+
+    Values must be tensors, numbers, strings or lists/dicts of those (``weights_only`` load).
+    """
+    from advcore.results import _write_atomic  # one atomic writer for the package's own files
+
+    path = data.cache_dir() / "experiments" / profile.name / kind / f"{_digest({'format': FORMAT, **payload})}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a damaged piece is recomputed, never trusted
+            warnings.warn(f"Recomputing the damaged cached piece {path}: {error}", stacklevel=2)
+            path.unlink(missing_ok=True)
+    value = compute()
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    _write_atomic(path, buffer.getvalue())
+    return value
+
+
+def _pgd_eval(eps: float, steps: int, restarts: int, step_size: float, device: torch.device) -> Callable:
+    """PGD with random start(s) as an ``attack(model, x, y)`` for :func:`advcore.evaluate.evaluate`."""
+    return partial(pgd, eps=eps, step_size=step_size, steps=steps, restarts=restarts, random_start=True,
+                   generator=torch.Generator(device=device).manual_seed(0))
+
+
+def _eval_step_size(eps: float, steps: int) -> float:
+    """Madry et al.'s MNIST step 0.01 when there are enough steps to cross the ball (>= 100 of them:
+    1.0 = 3.3 eps), else ``2.5 eps / steps`` (every budget can still cross it 2.5 times)."""
+    return 0.01 if eps == MADRY_EPS and steps * 0.01 >= 2.5 * eps else 2.5 * eps / steps
+
+
+# =========================================================================== chapter 8: the landscape
+
+
+def landscape_settings(profile: Profile | str | None = None) -> dict[str, Any]:
+    """PGD settings of the landscape experiment for ``profile``.
+
+    Madry et al. (MNIST): eps 0.3, steps of 0.01 until the loss plateaus (100 steps), 10^5
+    restarts. With fewer steps (cpu, smoke) the step grows to ``2.5 eps / steps`` so that
+    every restart can still travel across the ball.
+    """
+    prof = _profile(profile)
+    steps = prof.landscape_steps
+    return {
+        "eps": MADRY_EPS,
+        "step_size": max(0.01, 2.5 * MADRY_EPS / steps),
+        "steps": steps,
+        "restarts": prof.landscape_restarts,
+        "traced": min(prof.landscape_traced, prof.landscape_restarts),
+        "keep_deltas": min(256, prof.landscape_restarts),
+        "examples": prof.landscape_examples,
+    }
+
+
+def _pick_examples(models_: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, count: int,
+                   device: torch.device) -> list[int]:
+    """The first ``count`` test images every model classifies correctly (clean), in test-set order."""
+    with torch.no_grad():
+        correct = torch.ones(len(y), dtype=torch.bool)
+        for model in models_.values():
+            correct &= (model(x.to(device)).argmax(1).cpu() == y)
+    chosen = torch.nonzero(correct).flatten()[:count].tolist()
+    return chosen + [i for i in range(len(y)) if i not in chosen][: count - len(chosen)]
+
+
+def _landscape_piece(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any], *,
+                     seed: int, device: torch.device, progress: bool) -> dict[str, Any]:
+    """One example, one model: PGD from ``restarts`` random starts, and what its maxima look like."""
+    generator = torch.Generator(device=device).manual_seed(seed)  # same starts for every model
+    scape = pgd_landscape(model, x.to(device), y.to(device), eps=settings["eps"], step_size=settings["step_size"],
+                          steps=settings["steps"], restarts=settings["restarts"], traced=settings["traced"],
+                          keep_deltas=settings["keep_deltas"], generator=generator, progress=progress)
+    maxima = distinct_maxima(scape, 0)
+    off_diagonal = maxima.cosine[~torch.eye(maxima.cosine.shape[0], dtype=torch.bool)]
+    sizes = maxima.cluster_sizes[:5] + [0] * (5 - len(maxima.cluster_sizes[:5]))
+    return {
+        "final_losses": scape.final_losses[0].half(),  # float16: 2 bytes per restart keeps 10^5 small
+        "traces": scape.traces[0].float(),
+        "class_counts": torch.bincount(scape.final_predictions[0], minlength=10)[:10],
+        "deltas": scape.final_deltas[0, :SHOWN_DELTAS].half(),
+        "n_clusters": maxima.n_clusters,
+        "cluster_sizes": torch.tensor(sizes),
+        "cosine_hist": torch.from_numpy(np.histogram(off_diagonal.numpy(), bins=COSINE_BINS)[0]),
+        "median_mean_abs_distance": float(maxima.mean_abs_distance[
+            ~torch.eye(maxima.cosine.shape[0], dtype=torch.bool)].median()),
+        "n_predicted_classes": maxima.n_predicted_classes,
+    }
+
+
+def landscape(profile: Profile | str | None = None, *, device: torch.device | str | None = None,
+              progress: bool = False) -> dict[str, Any]:
+    """The landscape of the inner maximization (Madry et al. 2018, Sec. 3 and Fig. 1-2).
+
+    For each of ``profile.landscape_examples`` MNIST test images (the first ones both models
+    classify correctly) and for the plain and the PGD-trained CNN of the zoo: PGD from
+    ``profile.landscape_restarts`` uniformly random starts in the eps-ball
+    (:func:`advcore.landscape.pgd_landscape`; the same starts for both models), the loss at
+    every iteration of the first ``landscape_traced`` restarts, the final loss of every
+    restart, and a distinct-maxima analysis (:func:`advcore.landscape.distinct_maxima`).
+
+    Returns:
+        A dict with ``models`` (labels), ``zoo_names``, ``examples`` (test-set indices),
+        ``labels``, the PGD ``settings`` and arrays, ``M`` models by ``E`` examples:
+        ``final_losses (M, E, R)`` float16, ``traces (M, E, T, steps + 1)``,
+        ``class_counts (M, E, 10)`` (class predicted at the final iterates), ``deltas
+        (M, E, 8, 1, 28, 28)`` (eight final perturbations), ``images (E, 1, 28, 28)``,
+        ``n_clusters``, ``largest_cluster (M, E)`` (fractions), ``cosine_hist (M, E, 40)``
+        with ``cosine_bins``, ``median_mean_abs_distance (M, E)``, ``n_predicted_classes (M, E)``,
+        and ``seconds`` per model.
+    """
+    prof = _profile(profile)
+    device = torch.device(device) if device is not None else default_device()
+    settings = landscape_settings(prof)
+    _, _, test_set = data.mnist_splits(prof)
+    x_all, y_all = test_set.tensors
+    nets = {label: zoo.get(name, profile=prof, device=device) for label, name in MNIST_MODELS.items()}
+    chosen = _pick_examples(nets, x_all, y_all, settings["examples"], device)
+
+    pieces: dict[str, list[dict[str, Any]]] = {}
+    seconds: dict[str, float] = {}
+    for label, model in nets.items():
+        started = time.perf_counter()
+        pieces[label] = []
+        for index in chosen:
+            payload = {"model": zoo.cache_key(MNIST_MODELS[label], profile=prof), "example": index,
+                       "settings": settings, "device": device.type}
+            pieces[label].append(_cached("landscape", payload, lambda: _landscape_piece(
+                model, x_all[index:index + 1], y_all[index:index + 1], settings, seed=index,
+                device=device, progress=progress), profile=prof))
+        seconds[label] = time.perf_counter() - started
+
+    def stack(key: str, dtype: Any = None) -> np.ndarray:
+        array = np.stack([np.stack([np.asarray(p[key]) for p in pieces[label]]) for label in nets])
+        return array.astype(dtype) if dtype is not None else array
+
+    restarts_kept = settings["keep_deltas"]
+    return {
+        "models": list(nets),
+        "zoo_names": [MNIST_MODELS[label] for label in nets],
+        "zoo_descriptions": [zoo.describe(MNIST_MODELS[label], profile=prof) for label in nets],
+        "examples": chosen,
+        "labels": [int(y_all[i]) for i in chosen],
+        "settings": settings,
+        "images": x_all[chosen].numpy().astype(np.float16),
+        "final_losses": stack("final_losses", np.float16),
+        "traces": stack("traces", np.float32),
+        "class_counts": stack("class_counts", np.int64),
+        "deltas": stack("deltas", np.float16),
+        "n_clusters": stack("n_clusters", np.int64),
+        "cluster_sizes": stack("cluster_sizes", np.int64),
+        "largest_cluster": stack("cluster_sizes")[..., 0].astype(np.float64) / restarts_kept,
+        "cosine_hist": stack("cosine_hist", np.int64),
+        "cosine_bins": COSINE_BINS,
+        "median_mean_abs_distance": stack("median_mean_abs_distance", np.float64),
+        "n_predicted_classes": stack("n_predicted_classes", np.int64),
+        "seconds": seconds,
+    }
+
+
+# =========================================================================== chapter 9: robust training
+
+
+def _binned(values: list[float], max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step records averaged over equal bins: at most ``max_points`` (step, mean) pairs."""
+    array = np.asarray(values, dtype=np.float64)
+    width = max(1, math.ceil(len(array) / max_points))
+    count = len(array) // width * width
+    steps = np.arange(1, len(array) + 1, dtype=np.float64)
+    if count < len(array):  # a last, shorter bin
+        tail_steps, tail = steps[count:].mean(keepdims=True), array[count:].mean(keepdims=True)
+    else:
+        tail_steps, tail = np.empty(0), np.empty(0)
+    means = np.concatenate([array[:count].reshape(-1, width).mean(1), tail])
+    centers = np.concatenate([steps[:count].reshape(-1, width).mean(1), tail_steps])
+    return centers.astype(np.float32), means.astype(np.float32)
+
+
+def _step_seconds(make_model: Callable[[], nn.Module], batches: TensorDataset, objective: training.Objective,
+                  *, batch_size: int, device: torch.device) -> float:
+    """Wall time of one training step of ``objective``, averaged over the steps of ``batches``."""
+    model = make_model()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    training.train(model, batches, objective=objective, epochs=1, batch_size=batch_size, monitor=None,
+                   eval_train_examples=1, progress=False, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - started) / math.ceil(len(batches) / batch_size)
+
+
+def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress: bool) -> dict[str, Any]:
+    """Histories, accuracy table and training cost for one dataset (``mnist`` or ``cifar10``)."""
+    names = MNIST_MODELS if dataset == "mnist" else CIFAR_MODELS
+    if dataset == "mnist":
+        eps, test_set = MADRY_EPS, data.mnist_splits(prof)[2]
+        eval_steps, eval_restarts = prof.pgd_eval_steps, prof.pgd_eval_restarts
+        attacks = {
+            "natural": None,
+            "FGSM": partial(fgsm, eps=eps),
+            "PGD-40 (step 0.01)": _pgd_eval(eps, 40, 1, 0.01, device),
+            f"PGD-{eval_steps}, {eval_restarts} restart{'s' if eval_restarts > 1 else ''} "
+            f"(step {_eval_step_size(eps, eval_steps):.3g})":
+                _pgd_eval(eps, eval_steps, eval_restarts, _eval_step_size(eps, eval_steps), device),
+        }
+        make_model, batch_size = models.MadryCNN, prof.cnn_batch_size
+        step_objectives = {
+            "standard": training.StandardObjective(),
+            f"PGD-{prof.pgd_train_steps} (this profile's training)": training.PGDObjective(
+                eps=eps, step_size=prof.pgd_train_step_size, steps=prof.pgd_train_steps),
+            "PGD-40 (Madry et al.'s training)": training.PGDObjective(eps=eps, step_size=0.01, steps=40),
+        }
+    else:
+        eps, test_set = CIFAR_EPS, data.load_cifar10("test", limit=prof.cifar_test)
+        attacks = {
+            "natural": None,
+            "FGSM": partial(fgsm, eps=eps),
+            "PGD-7 (step 2/255)": _pgd_eval(eps, 7, 1, CIFAR_EVAL_STEP, device),
+            "PGD-20 (step 2/255)": _pgd_eval(eps, 20, 1, CIFAR_EVAL_STEP, device),
+        }
+        make_model = partial(models.PreActResNet18, width=prof.resnet_width)
+        batch_size = prof.resnet_batch_size
+        step_objectives = {
+            "standard": training.StandardObjective(),
+            f"PGD-{prof.pgd_train_steps_cifar} (this profile's training)": training.PGDObjective(
+                eps=eps, step_size=prof.pgd_train_step_size_cifar, steps=prof.pgd_train_steps_cifar),
+            "PGD-7 (Madry et al.'s code)": training.PGDObjective(eps=eps, step_size=2 / 255, steps=7),
+        }
+
+    out: dict[str, Any] = {"eps": eps, "test_examples": len(test_set), "models": list(names),
+                           "zoo_names": list(names.values())}
+    arrays: dict[str, np.ndarray] = {}
+    rows, epochs, recipes, train_seconds = [], {}, {}, {}
+    for label, name in names.items():
+        model = zoo.get(name, profile=prof, device=device)
+        history = zoo.history(name, profile=prof)
+        manifest = zoo.manifest(name, profile=prof)
+        recipe = zoo.recipe(name, profile=prof)
+        recipes[label] = {"description": zoo.describe(name, profile=prof), "note": recipe.note,
+                          "objective": recipe.objective_options, "epochs": recipe.epochs,
+                          "trained_on": manifest.get("trained_on")}
+        train_seconds[label] = manifest.get("train_seconds")
+        epochs[label] = {key: history.epochs[key] for key in
+                         ("epoch", "step", "val_clean_acc", "val_adv_acc", "train_adv_loss", "train_clean_loss",
+                          "seconds")}
+        key = "plain" if label == "plain" else "robust"
+        arrays[f"{key}_steps"], arrays[f"{key}_loss"] = _binned(history.steps["loss"])
+        arrays[f"{key}_clean_loss_steps"], arrays[f"{key}_clean_loss"] = _binned(history.steps["clean_loss"])
+        for attack_name, attack in attacks.items():
+            payload = {"model": zoo.cache_key(name, profile=prof), "attack": attack_name, "device": device.type,
+                       "n": len(test_set)}
+            measured = _cached("robust-training", payload, lambda: {"accuracy": evaluate(
+                model, test_set, attack=attack, batch_size=prof.eval_batch_size, device=device,
+                progress=progress).accuracy}, profile=prof)
+            rows.append({"model": label, "attack": attack_name, "accuracy": measured["accuracy"]})
+
+    timing_batch = TensorDataset(*[t[: TIMED_STEPS * batch_size] for t in (
+        data.mnist_splits(prof)[0].tensors if dataset == "mnist" else data.load_cifar10(
+            "train", limit=TIMED_STEPS * batch_size).tensors)])
+    warm_up = TensorDataset(*[t[:batch_size] for t in timing_batch.tensors])
+    _step_seconds(make_model, warm_up, step_objectives["standard"], batch_size=batch_size, device=device)  # not counted
+    step_seconds = {label: _step_seconds(make_model, timing_batch, objective, batch_size=batch_size, device=device)
+                    for label, objective in step_objectives.items()}
+    out.update(accuracy=rows, epochs=epochs, recipes=recipes, train_seconds=train_seconds,
+               step_seconds=step_seconds, batch_size=batch_size, device=str(device))
+    out["arrays"] = arrays
+    return out
+
+
+def robust_training(profile: Profile | str | None = None, *, device: torch.device | str | None = None,
+                    progress: bool = False) -> dict[str, Any]:
+    """PGD adversarial training (Madry et al. 2018, Sec. 4-5): MNIST, and CIFAR-10 when available.
+
+    For the zoo's plain and PGD-trained models (MNIST: Madry et al.'s CNN, eps 0.3; CIFAR-10:
+    a pre-activation ResNet-18, eps 8/255): the per-step training loss (for the PGD-trained
+    model, the loss on its PGD examples -- the lecture's figure), per-epoch clean and
+    adversarial validation accuracy, test accuracy under no attack, FGSM and PGD, the
+    zoo's training time, and the measured time of one training step per objective.
+
+    Returns:
+        A dict with ``mnist`` and ``cifar10`` parts (``cifar10["available"]`` says whether
+        it ran and, if not, why) and, at the top level, the per-step arrays
+        ``mnist_plain_steps``, ``mnist_plain_loss``, ``mnist_robust_steps``,
+        ``mnist_robust_loss``, ... (the same with ``cifar10_`` when available).
+    """
+    prof = _profile(profile)
+    device = torch.device(device) if device is not None else default_device()
+    result: dict[str, Any] = {}
+    for dataset in ("mnist", "cifar10"):
+        if dataset == "cifar10" and not data.cifar10_available():
+            result[dataset] = {"available": False, "reason": (
+                "CIFAR-10 is not available here: it is not in the cache or the data mirror and cannot "
+                "be downloaded (offline). On a machine with internet (e.g. Colab) it is downloaded.")}
+            continue
+        part = _robust_part(prof, device, dataset=dataset, progress=progress)
+        for key, array in part.pop("arrays").items():
+            result[f"{dataset}_{key}"] = array
+        result[dataset] = {"available": True, **part}
+    return result
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "landscape": Experiment(
+        "landscape", 8, "PGD from many random starts (gpu: 10^5) on plain vs PGD-trained MNIST CNNs",
+        landscape),
+    "robust-training": Experiment(
+        "robust-training", 9, "PGD adversarial training curves, clean/PGD accuracy, training cost",
+        robust_training),
+}

@@ -1,0 +1,352 @@
+"""Experiment results with provenance: small JSON (+ NPZ) files under ``results/``.
+
+The book is built on machines without a GPU; paper-scale runs (Madry et al.'s 10^5 PGD
+restarts, full PGD adversarial training) are made elsewhere with ``python -m advcore run
+...`` and their small outputs are committed. A chapter then shows its live, profile-sized
+result and, beside it, the committed paper-scale one, labelled with where and when it was
+made.
+
+Layout, one folder per experiment and one JSON per profile::
+
+    results/<name>/<profile>.json                scalars, lists, nested dicts, provenance
+    results/<name>/<profile>-<sha256[:12]>.npz   the arrays (only when there are any)
+
+Both files are written atomically (a temporary file in the same folder, then
+``os.replace``), the NPZ first; the JSON names the NPZ by its content hash and is renamed
+into place last, then the previous run's NPZ is removed. A reader therefore sees either
+the previous complete result or the new complete one, never half a file or a mix of two
+runs; a damaged pair is reported with a warning and treated as missing.
+
+Example::
+
+    from advcore.results import save_result, load_result
+    save_result("landscape", {"final_losses": losses, "eps": 0.3}, profile="gpu", wall_time_s=512.0)
+    result = load_result("landscape", profile="gpu")      # None when nothing is committed
+    if result is not None:
+        print(result.describe())
+        losses = result["final_losses"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+__all__ = [
+    "MAX_BYTES",
+    "RESULTS_ENV",
+    "Result",
+    "load_result",
+    "provenance",
+    "result_path",
+    "results_dir",
+    "save_result",
+]
+
+RESULTS_ENV = "ADVCORE_RESULTS"
+#: Committed results stay small: this many bytes for the JSON and NPZ together.
+MAX_BYTES = 8 * 1024 * 1024
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_PROFILE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def results_dir() -> Path:
+    """Where results live: ``$ADVCORE_RESULTS``, else ``results/`` of the source checkout.
+
+    The checkout is found from this file (``advcore/`` sits beside ``results/`` when the
+    package is installed editable, as in this repository), so notebooks running in
+    ``notebooks/`` and the CLI running at the repository root see the same folder. For a
+    non-editable install (e.g. ``pip install`` in Colab) it falls back to ``./results``.
+    """
+    configured = os.environ.get(RESULTS_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "results"
+    return Path.cwd() / "results"
+
+
+def _check_names(name: str, profile: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"Result name must be lower-case letters, digits, '-' or '_' (e.g. 'landscape'), got {name!r}."
+        )
+    if not isinstance(profile, str) or not _PROFILE.match(profile):
+        raise ValueError(f"profile must be a profile name such as 'gpu' or 'cpu', got {profile!r}.")
+
+
+def result_path(name: str, *, profile: str, root: str | Path | None = None) -> Path:
+    """The JSON file of result ``name`` for ``profile`` under ``root`` (default :func:`results_dir`)."""
+    _check_names(name, profile)
+    folder = Path(root) if root is not None else results_dir()
+    return folder / name / f"{profile}.json"
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (with ``-dirty`` when tracked files changed), or None."""
+    checkout = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit or None
+
+
+def _device_name(device: torch.device | str | None) -> str:
+    device = torch.device(device) if device is not None else None
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"{device.type}: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def provenance(*, profile: str, wall_time_s: float, device: torch.device | str | None = None,
+               command: str | None = None) -> dict[str, Any]:
+    """Where, when and how a result was made: recorded in every result file."""
+    return {
+        "profile": profile,
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "advcore": _version("advcore"),
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "wall_time_s": float(wall_time_s),
+        "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
+    }
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _split(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Top-level arrays (numpy or torch) go to the NPZ; everything else must be JSON."""
+    scalars: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"Result keys must be identifiers (e.g. 'final_losses'), got {key!r}.")
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray) and value.ndim > 0:
+            if value.dtype == object:
+                raise ValueError(f"Array {key!r} has dtype object; store numbers or strings only.")
+            arrays[key] = value
+        else:
+            scalars[key] = value
+    return scalars, arrays
+
+
+def _to_json(value: Any) -> Any:
+    """numpy/torch scalars to Python numbers; non-finite floats stay readable (NaN, Infinity)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable; store numbers, strings, "
+                    "lists, dicts or arrays.")
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    """Write via a temporary file in the same folder, then rename: never a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # also KeyboardInterrupt: never leave the temporary behind
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_result(
+    name: str,
+    data: Mapping[str, Any],
+    *,
+    profile: str,
+    wall_time_s: float,
+    root: str | Path | None = None,
+    device: torch.device | str | None = None,
+    command: str | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> Path:
+    """Save an experiment's result with its provenance; returns the JSON's path.
+
+    Args:
+        name: the experiment, e.g. ``"landscape"`` (lower case, digits, ``-``, ``_``).
+        data: top-level numpy arrays / torch tensors go to an NPZ (compressed); every other
+            value (numbers, strings, lists, nested dicts) to the JSON.
+        profile: the profile the experiment ran at (``smoke``, ``cpu``, ``gpu``).
+        wall_time_s: how long the experiment took.
+        root: the results folder (default :func:`results_dir`).
+        device: the device it ran on (default: CUDA if available, else CPU), for provenance.
+        command: the command that made it (default: this process's ``sys.argv``).
+        max_bytes: refuse results larger than this (committed results stay small).
+
+    Raises:
+        ValueError: a bad name or key, or the result is larger than ``max_bytes``.
+    """
+    json_path = result_path(name, profile=profile, root=root)
+    scalars, arrays = _split(data)
+    record: dict[str, Any] = {
+        "name": name,
+        "provenance": provenance(profile=profile, wall_time_s=wall_time_s, device=device, command=command),
+        "data": scalars,
+        "arrays": None,
+    }
+    npz_bytes = b""
+    npz_path = None
+    if arrays:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        npz_bytes = buffer.getvalue()
+        digest = hashlib.sha256(npz_bytes).hexdigest()
+        npz_path = json_path.with_name(f"{profile}-{digest[:12]}.npz")
+        record["arrays"] = {
+            "file": npz_path.name,
+            "sha256": digest,
+            "shapes": {key: list(value.shape) for key, value in arrays.items()},
+            "dtypes": {key: str(value.dtype) for key, value in arrays.items()},
+        }
+    json_bytes = json.dumps(record, indent=1, default=_to_json, allow_nan=True).encode()
+    if len(json_bytes) + len(npz_bytes) > max_bytes:
+        raise ValueError(
+            f"Result {name!r} would take {(len(json_bytes) + len(npz_bytes)) / 2**20:.1f} MiB, more "
+            f"than the {max_bytes / 2**20:.1f} MiB allowed for committed results; store summaries "
+            "(histograms, subsamples, float16) instead of every raw number."
+        )
+    fresh_npz = npz_path is not None and not npz_path.exists()
+    if npz_path is not None:
+        _write_atomic(npz_path, npz_bytes)  # first: the JSON that names it is renamed in last
+    try:
+        _write_atomic(json_path, json_bytes)
+    except BaseException:
+        if fresh_npz:  # interrupted: the previous result stays complete; drop our orphan
+            npz_path.unlink(missing_ok=True)
+        raise
+    for stale in json_path.parent.glob(f"{profile}-*.npz"):  # the previous runs' arrays
+        if stale != npz_path:
+            stale.unlink(missing_ok=True)
+    return json_path
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class Result:
+    """A saved result: ``result["key"]`` reads a value (arrays come back as numpy arrays)."""
+
+    name: str
+    data: dict[str, Any]
+    provenance: dict[str, Any]
+    path: Path
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.arrays:
+            return self.arrays[key]
+        if key in self.data:
+            return self.data[key]
+        raise KeyError(f"Result {self.name!r} has no {key!r}; it has {sorted(self.keys())}.")
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.arrays or key in self.data
+
+    def keys(self) -> list[str]:
+        return [*self.data, *self.arrays]
+
+    @property
+    def profile(self) -> str:
+        return self.provenance.get("profile", "?")
+
+    def describe(self) -> str:
+        """One line for a figure caption: profile, device, date, wall time, commit."""
+        p = self.provenance
+        minutes = p.get("wall_time_s", float("nan")) / 60
+        commit = (p.get("git_commit") or "unknown commit")[:12]
+        return (f"`{p.get('profile', '?')}` profile on {p.get('device', 'an unknown device')}, "
+                f"{p.get('created_utc', 'unknown date')}, {minutes:.1f} min, advcore "
+                f"{p.get('advcore', '?')} at commit {commit}")
+
+
+def load_result(name: str, *, profile: str = "gpu", root: str | Path | None = None) -> Result | None:
+    """The saved result ``name`` for ``profile``, or ``None`` when there is none (yet).
+
+    A result whose files are unreadable or do not match each other is reported with a
+    warning and treated as missing, so a notebook never fails on a damaged file.
+    """
+    json_path = result_path(name, profile=profile, root=root)
+    for attempt in range(3):
+        if not json_path.is_file():
+            return None
+        try:
+            return _read(json_path)
+        except FileNotFoundError:
+            if attempt < 2:  # a concurrent save replaced the JSON and removed our NPZ: read again
+                continue
+            error: Exception = FileNotFoundError(f"the arrays file named in {json_path.name} is missing")
+        except (OSError, ValueError, KeyError, TypeError) as caught:
+            error = caught
+        warnings.warn(f"Ignoring the damaged result {json_path}: {error}", stacklevel=2)
+        return None
+    return None
+
+
+def _read(json_path: Path) -> Result:
+    record = json.loads(json_path.read_text())
+    arrays: dict[str, np.ndarray] = {}
+    info = record.get("arrays")
+    if info:
+        npz_bytes = (json_path.parent / Path(info["file"]).name).read_bytes()
+        if hashlib.sha256(npz_bytes).hexdigest() != info["sha256"]:
+            raise ValueError(f"{info['file']} does not match the checksum recorded in {json_path.name}")
+        with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    return Result(name=record["name"], data=record["data"], provenance=record["provenance"],
+                  path=json_path, arrays=arrays)
