@@ -81,10 +81,14 @@ def results_dir() -> Path:
     configured = os.environ.get(RESULTS_ENV, "").strip()
     if configured:
         return Path(configured).expanduser()
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / "results"
+    if _in_checkout():
+        return Path(__file__).resolve().parent.parent / "results"
     return Path.cwd() / "results"
+
+
+def _in_checkout() -> bool:
+    """Whether advcore runs from a source checkout (editable install), not from site-packages."""
+    return (Path(__file__).resolve().parent.parent / "pyproject.toml").is_file()
 
 
 def _check_names(name: str, profile: str) -> None:
@@ -315,13 +319,21 @@ class Result:
                 f"{p.get('advcore', '?')} at commit {commit}")
 
 
-def load_result(name: str, *, profile: str = "gpu", root: str | Path | None = None) -> Result | None:
+def load_result(name: str, *, profile: str = "gpu", root: str | Path | None = None,
+                download: bool = True) -> Result | None:
     """The saved result ``name`` for ``profile``, or ``None`` when there is none (yet).
 
-    A result whose files are unreadable or do not match each other is reported with a
-    warning and treated as missing, so a notebook never fails on a damaged file.
+    Looks in ``root`` (default :func:`results_dir`). When advcore is installed without
+    its repository (e.g. ``pip install`` in Colab) and ``download=True``, a result missing
+    there is fetched from the repository's committed ``results/`` when online, into the
+    cache; in a checkout, the checkout's ``results/`` is the only source. A result whose files are unreadable or do
+    not match each other is reported with a warning and treated as missing, so a notebook
+    never fails on a damaged file.
     """
     json_path = result_path(name, profile=profile, root=root)
+    if (not json_path.is_file() and download and root is None and not _in_checkout()
+            and not os.environ.get(RESULTS_ENV, "").strip()):
+        json_path = _download(name, profile) or json_path  # e.g. Colab: no checkout, fetch what is committed
     for attempt in range(3):
         if not json_path.is_file():
             return None
@@ -336,6 +348,45 @@ def load_result(name: str, *, profile: str = "gpu", root: str | Path | None = No
         warnings.warn(f"Ignoring the damaged result {json_path}: {error}", stacklevel=2)
         return None
     return None
+
+
+def _repository_results_url() -> str | None:
+    """``https://raw.githubusercontent.com/<owner>/<repo>/main/results`` from the package metadata."""
+    try:
+        urls = metadata.metadata("advcore").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        match = re.match(r"^https://github\.com/([^/\s]+)/([^/\s]+?)/?$", url.strip())
+        if label.strip().lower() == "repository" and match:
+            return f"https://raw.githubusercontent.com/{match[1]}/{match[2]}/main/results"
+    return None
+
+
+def _download(name: str, profile: str) -> Path | None:
+    """Fetch a committed result from the repository into the cache; None when offline or absent."""
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    from advcore.data import cache_dir, is_online
+
+    base = _repository_results_url()
+    if base is None or not is_online(base):
+        return None
+    target = cache_dir() / "results" / name / f"{profile}.json"
+    try:
+        with urlopen(f"{base}/{name}/{profile}.json", timeout=20) as response:
+            json_bytes = response.read()
+        info = json.loads(json_bytes).get("arrays")
+        if info:
+            npz_name = Path(info["file"]).name
+            with urlopen(f"{base}/{name}/{npz_name}", timeout=60) as response:
+                _write_atomic(target.with_name(npz_name), response.read())
+        _write_atomic(target, json_bytes)
+    except (URLError, OSError, ValueError, KeyError, TypeError):  # 404 (nothing committed yet) included
+        return None
+    return target
 
 
 def _read(json_path: Path) -> Result:

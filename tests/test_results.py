@@ -165,3 +165,21 @@ def test_committed_results_load(tmp_path):
         assert result is not None, json_path
         assert result.provenance["profile"] == json_path.stem
         assert json.loads(json_path.read_text())["provenance"]["wall_time_s"] >= 0
+
+
+def test_missing_result_is_fetched_from_the_repository(tmp_path, monkeypatch):
+    """In Colab the package has no results/ folder: committed results come from the repository."""
+    from advcore import data
+
+    remote = tmp_path / "remote"
+    save_result("remote-demo", {"a": np.arange(3.0), "v": 5}, profile="gpu", wall_time_s=1.0, root=remote)
+    monkeypatch.setattr(results, "_repository_results_url", lambda: remote.as_uri())
+    monkeypatch.setattr(data, "is_online", lambda url="": True)
+    monkeypatch.setattr(results, "_in_checkout", lambda: False)  # as installed by pip in Colab
+    monkeypatch.setenv("ADVCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(results.RESULTS_ENV, raising=False)
+    fetched = load_result("remote-demo", profile="gpu")
+    assert fetched is not None and fetched["v"] == 5 and fetched["a"].tolist() == [0, 1, 2]
+    assert fetched.path.is_relative_to(tmp_path / "cache")
+    assert load_result("remote-demo", profile="gpu", download=False) is None
+    assert load_result("absent", profile="gpu") is None  # not committed anywhere: None, no error
