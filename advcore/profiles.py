@@ -55,6 +55,7 @@ class Profile:
     pgd_train_steps: int  # PGD iterations inside adversarial training (Madry: 40 on MNIST)
     # (training fields added for the zoo, advcore.zoo; batch sizes are per-architecture)
     pgd_train_step_size: float  # Madry: 0.01 for 40 steps; fewer steps: 2.5 * 0.3 / steps
+    pgd_train_warmup: float  # fraction of PGD training with eps ramped up from 0 (Madry: none)
     cnn_batch_size: int  # Madry et al.: 50
     resnet_batch_size: int  # Madry et al. (CIFAR-10): 128
     lr_mlp: float  # Adam learning rate of softmax regression and the MLPs
@@ -99,6 +100,7 @@ PROFILES: dict[str, Profile] = {
         epochs_resnet=1,
         pgd_train_steps=3,
         pgd_train_step_size=0.25,  # 2.5 * 0.3 / 3
+        pgd_train_warmup=0.3,
         cnn_batch_size=50,
         resnet_batch_size=100,
         lr_mlp=1e-3,
@@ -135,13 +137,14 @@ PROFILES: dict[str, Profile] = {
         epochs_resnet=1,
         pgd_train_steps=7,
         pgd_train_step_size=0.107,  # 2.5 * 0.3 / 7
+        pgd_train_warmup=0.3,
         cnn_batch_size=50,
         resnet_batch_size=128,
         lr_mlp=1e-3,
         lr_cnn=1e-3,
         lr_resnet=0.05,
         maxout_large_units=1_600,
-        epochs_mlp_large=3,
+        epochs_mlp_large=2,
         early_stopping_patience=0,
         epochs_surrogate=20,
         pgd_train_steps_cifar=3,
@@ -171,6 +174,7 @@ PROFILES: dict[str, Profile] = {
         epochs_resnet=205,  # Madry et al.: 80k steps of batch 128 over 50k examples
         pgd_train_steps=40,
         pgd_train_step_size=0.01,  # Madry et al.
+        pgd_train_warmup=0.0,
         cnn_batch_size=50,
         resnet_batch_size=128,
         lr_mlp=1e-3,

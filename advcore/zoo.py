@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ __all__ = ["Recipe", "describe", "entry_dir", "get", "history", "names", "recipe
 
 log = logging.getLogger(__name__)
 
-ZOO_FORMAT = 1  # bump when the cache layout or the training code changes results
+ZOO_FORMAT = 2  # bump when the cache layout, a model's parameter layout or the training code changes
 
 MNIST_EPS = 0.25  # Goodfellow et al.: FGSM eps on MNIST
 MADRY_EPS = 0.3  # Madry et al.: MNIST eps
@@ -147,7 +148,9 @@ def _cnn(profile: Profile, name: str, objective: str, options: dict[str, Any], *
         note=("Madry et al.: Adam lr 1e-4, batch 50, 100k steps, PGD 40 x 0.01 at eps 0.3."
               if profile.pgd_train_steps == 40 else
               f"Fewer PGD steps than Madry et al.'s 40: step size 2.5 * eps / steps = "
-              f"{profile.pgd_train_step_size:.3g}; larger lr for the short budget."),
+              f"{profile.pgd_train_step_size:.3g}; larger lr and eps ramped up over the first "
+              f"{profile.pgd_train_warmup:.0%} of training for the short budget (from eps = 0.3 "
+              "at once, the CNN sits on the constant classifier for hundreds of steps)."),
     )
 
 
@@ -169,9 +172,9 @@ def _resnet(profile: Profile, name: str, objective: str, options: dict[str, Any]
 def _recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
     fgsm = {"eps": MNIST_EPS, "alpha": ALPHA}
     pgd_mnist = {"eps": MADRY_EPS, "step_size": profile.pgd_train_step_size,
-                 "steps": profile.pgd_train_steps, "random_start": True}
+                 "steps": profile.pgd_train_steps, "random_start": True, "warmup": profile.pgd_train_warmup}
     pgd_cifar = {"eps": CIFAR_EPS, "step_size": profile.pgd_train_step_size_cifar,
-                 "steps": profile.pgd_train_steps_cifar, "random_start": True}
+                 "steps": profile.pgd_train_steps_cifar, "random_start": True, "warmup": profile.pgd_train_warmup}
     softmax = lambda name, objective, options: Recipe(  # noqa: E731
         name=name, architecture="softmax", architecture_options={}, objective=objective,
         objective_options=options, monitor=_fgsm_monitor(), epochs=profile.epochs_linear,
@@ -282,7 +285,8 @@ def _objective_text(rec: Recipe) -> str:
         "scaled_gradient": lambda: f"scaled-gradient mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
         "hidden_fgsm": lambda: f"hidden-layer FGSM mix (eps_hidden={o['eps_hidden']:g}, alpha={o['alpha']:g})",
         "pgd": lambda: (f"PGD training (eps={o['eps']:.4g}, {o['steps']} steps of {o['step_size']:.3g}, "
-                        "random start)"),
+                        "random start" + (f", eps warm-up over {o['warmup']:.0%} of training" if o.get("warmup") else "")
+                        + ")"),
     }.get(rec.objective, lambda: rec.objective)() if rec.objective != "standard" else "standard cross-entropy"
 
 
@@ -364,7 +368,7 @@ def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
         objective=training.make_objective(rec.objective, **rec.objective_options),
         val_set=val_set, epochs=rec.epochs, batch_size=rec.batch_size, optimizer=rec.optimizer,
         lr=rec.lr, weight_decay=rec.weight_decay, lr_milestones=rec.lr_milestones,
-        monitor=_monitor(rec.monitor), eval_train_examples=prof.mnist_val if rec.data == "mnist" else 1000,
+        monitor=_monitor(rec.monitor), eval_train_examples=max(prof.mnist_val // 2, 100),
         eval_batch_size=prof.eval_batch_size, early_stopping=rec.early_stopping, patience=rec.patience,
         seed=rec.seed, device=device, checkpoint=ckpt, description=f"zoo {name} [{prof.name}]",
     )
@@ -385,7 +389,7 @@ def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
     history.config["zoo"] = {"name": name, "profile": prof.name, "recipe": rec.to_dict()}
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    buffer = __import__("io").BytesIO()
+    buffer = io.BytesIO()
     torch.save(state, buffer)
     files = {"model.pt": buffer.getvalue(), "history.json": history.to_json().encode(),
              "recipe.json": json.dumps(rec.to_dict(), indent=1).encode()}
@@ -518,16 +522,17 @@ def train_all(names_: list[str] | None = None, *, profile: Profile | str | None 
     prof = _resolve_profile(profile)
     spent: dict[str, float] = {}
     for name in names_ or names():
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             ensure(name, profile=prof)
         except data.DataUnavailableError as error:
             if not skip_unavailable:
                 raise
-            print(f"{name:20s} skipped: {str(error).split('. ')[0]}.")
+            print(f"{name:20s} skipped: {str(error).split('. ')[0]}.", flush=True)
             continue
         spent[name] = time.perf_counter() - started
-        print(f"{name:20s} {spent[name]:7.1f} s   {describe(name, profile=prof)}", flush=True)
+        cpu = time.process_time() - cpu_started
+        print(f"{name:20s} {spent[name]:7.1f} s wall {cpu:7.1f} s CPU   {describe(name, profile=prof)}", flush=True)
     return spent
 
 
@@ -538,7 +543,11 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Train (or verify) the zoo's models for a profile.")
     parser.add_argument("names", nargs="*", help="zoo names (default: all)")
     parser.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is much faster on a CPU shared with other jobs)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spent = train_all(args.names or None, profile=args.profile)
     print(f"total {sum(spent.values()):.1f} s for {len(spent)} entries")
 

@@ -61,8 +61,9 @@ def test_maxout_takes_the_max_over_pieces() -> None:
     torch.manual_seed(0)
     layer = Maxout(6, 4, pieces=3)
     x = torch.randn(2, 6)
-    z = layer.linear(x).view(2, 4, 3)
-    torch.testing.assert_close(layer(x), z.amax(-1))
+    z = layer.linear(x)  # piece-major: piece k of unit j is output k * 4 + j
+    expected = torch.stack([z[:, [k * 4 + j for k in range(3)]].amax(1) for j in range(4)], 1)
+    torch.testing.assert_close(layer(x), expected)
 
 
 def test_maxout_mlp_has_goodfellows_shape_and_dropout() -> None:

@@ -331,3 +331,13 @@ def test_hidden_fgsm_perturbs_hidden_activations_by_eps(small_train) -> None:
     assert clean is None and len(adversarial) == 2  # one perturbation per hidden layer, none on the output
     assert all(torch.allclose(p.abs(), torch.full_like(p, 0.1)) for p in adversarial)
     assert out.adv_loss > out.clean_loss  # the perturbation increases the loss
+
+
+def test_pgd_warmup_ramps_eps_and_step_size() -> None:
+    objective = PGDObjective(eps=0.3, step_size=0.1, steps=7, warmup=0.5)
+    early = objective.at(0.25)
+    assert early.eps == pytest.approx(0.15) and early.step_size == pytest.approx(0.05) and early.warmup == 0
+    assert objective.at(0.5) is objective and objective.at(0.9) is objective
+    assert PGDObjective().at(0.0) == PGDObjective()  # Madry et al.: no warm-up
+    with pytest.raises(ValueError, match="warmup"):
+        PGDObjective(warmup=1.0)

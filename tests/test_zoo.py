@@ -72,7 +72,7 @@ def test_gpu_recipes_follow_the_papers() -> None:
     large = zoo.recipe("maxout1600_fgsm_es", profile=gpu)
     assert large.architecture_options["hidden"] == 1600 and large.early_stopping
     cnn = zoo.recipe("cnn_pgd", profile=gpu)
-    assert cnn.objective_options == {"eps": 0.3, "step_size": 0.01, "steps": 40, "random_start": True}
+    assert cnn.objective_options == {"eps": 0.3, "step_size": 0.01, "steps": 40, "random_start": True, "warmup": 0.0}
     assert (cnn.optimizer, cnn.lr, cnn.batch_size) == ("adam", 1e-4, 50)
     steps = cnn.epochs * math.ceil(gpu.mnist_train / cnn.batch_size)
     assert 99_000 <= steps <= 101_000  # Madry et al.: 100k iterations
