@@ -59,7 +59,7 @@ def fgsm_triptych(
         sign: ``"+"`` (untargeted: up the loss) or ``"-"`` (targeted: down the target's loss).
     """
     fig = plt.figure(figsize=(BOOK_WIDTH_IN, 2.6))
-    grid = fig.add_gridspec(1, 5, width_ratios=[1, 0.42, 1, 0.16, 1], wspace=0.0)
+    grid = fig.add_gridspec(1, 5, width_ratios=[1, 0.5, 1, 0.16, 1], wspace=0.0)
     panels = [fig.add_subplot(grid[0, i]) for i in (0, 2, 4)]
     shown = (x, (0.5 + 0.5 * direction).clamp(0, 1), x_adv)
     for ax, image, caption in zip(panels, shown, captions):
