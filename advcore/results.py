@@ -38,7 +38,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,6 +47,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+
+from advcore.train import atomic_write_bytes
 
 __all__ = [
     "MAX_BYTES",
@@ -190,24 +191,6 @@ def _to_json(value: Any) -> Any:
                     "lists, dicts or arrays.")
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Write via a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave the temporary behind
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_result(
     name: str,
     data: Mapping[str, Any],
@@ -266,9 +249,9 @@ def save_result(
         )
     fresh_npz = npz_path is not None and not npz_path.exists()
     if npz_path is not None:
-        _write_atomic(npz_path, npz_bytes)  # first: the JSON that names it is renamed in last
+        atomic_write_bytes(npz_path, npz_bytes)  # first: the JSON that names it is renamed in last
     try:
-        _write_atomic(json_path, json_bytes)
+        atomic_write_bytes(json_path, json_bytes)
     except BaseException:
         if fresh_npz:  # interrupted: the previous result stays complete; drop our orphan
             npz_path.unlink(missing_ok=True)
@@ -382,8 +365,8 @@ def _download(name: str, profile: str) -> Path | None:
         if info:
             npz_name = Path(info["file"]).name
             with urlopen(f"{base}/{name}/{npz_name}", timeout=60) as response:
-                _write_atomic(target.with_name(npz_name), response.read())
-        _write_atomic(target, json_bytes)
+                atomic_write_bytes(target.with_name(npz_name), response.read())
+        atomic_write_bytes(target, json_bytes)
     except (URLError, OSError, ValueError, KeyError, TypeError):  # 404 (nothing committed yet) included
         return None
     return target
