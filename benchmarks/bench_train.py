@@ -12,7 +12,8 @@ Adam, batch 50) on the first ``--examples`` MNIST training images, three ways, i
 * ``reference-inline``-- the same loop with PGD written inline (no argument checks): what
                         the attack's own validation costs.
 
-It prints training examples per second (median over repeats) and the ratios. Every run
+It prints training examples per second (median wall time over repeats), the process CPU
+time (steadier on a shared machine) and the ratios (> 1: faster than the reference). Every run
 starts from the same initial weights; the weights are not kept.
 
 ``--full-schedule`` instead times Madry et al.'s whole MNIST schedule with
@@ -130,15 +131,17 @@ def throughput(args: argparse.Namespace) -> None:
         model.load_state_dict(initial)
         runner(model, *warm, args)
     times: dict[str, list[float]] = {name: [] for name in runners}
+    cpu_times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, runner in runners.items():
             model = MadryCNN()
             model.load_state_dict(initial)
             synchronize(device)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             runner(model, x, y, args)
             synchronize(device)
             times[name].append(time.perf_counter() - started)
+            cpu_times[name].append(time.process_time() - cpu_started)
 
     print(f"# PGD training throughput: Madry CNN, PGD {args.steps} x {step_size_for(args.steps):.3g} at eps {EPS}, "
           f"batch {args.batch_size}, {args.examples} examples, {args.repeats} repeat(s), device {device}"
@@ -147,11 +150,13 @@ def throughput(args: argparse.Namespace) -> None:
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
           if hasattr(os, "getloadavg") else "")
     reference = statistics.median(times["reference"])
-    print("| loop | median s | examples / s | vs. reference |")
-    print("| --- | ---: | ---: | ---: |")
+    reference_cpu = statistics.median(cpu_times["reference"])
+    print("| loop | median wall s | examples / s | vs. reference (wall) | median CPU s | vs. reference (CPU) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, values in times.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.2f} | {args.examples / median:,.0f} | {reference / median:.2f}x |")
+        median, cpu = statistics.median(values), statistics.median(cpu_times[name])
+        print(f"| {name} | {median:.2f} | {args.examples / median:,.0f} | {reference / median:.2f}x "
+              f"| {cpu:.2f} | {reference_cpu / cpu:.2f}x |")
 
 
 def full_schedule(args: argparse.Namespace) -> None:
