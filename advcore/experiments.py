@@ -106,7 +106,7 @@ def _cached(kind: str, payload: dict[str, Any], compute: Callable[[], dict[str, 
 
     Values must be tensors, numbers, strings or lists/dicts of those (``weights_only`` load).
     """
-    from advcore.results import _write_atomic  # one atomic writer for the package's own files
+    from advcore.train import atomic_write_bytes  # one atomic writer for the package's own files
 
     path = data.cache_dir() / "experiments" / profile.name / kind / f"{_digest({'format': FORMAT, **payload})}.pt"
     if path.is_file():
@@ -118,7 +118,7 @@ def _cached(kind: str, payload: dict[str, Any], compute: Callable[[], dict[str, 
     value = compute()
     buffer = io.BytesIO()
     torch.save(value, buffer)
-    _write_atomic(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return value
 
 
