@@ -66,6 +66,7 @@ def test_book_builds_without_warnings(tmp_path: Path) -> None:
     """The whole book, executed in the smoke profile, with every warning an error."""
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     env = {**os.environ, "ADVCORE_PROFILE": "smoke"}
+    env.pop("MPLBACKEND", None)  # the tests' Agg backend would make plt.show() draw nothing: render as make book does
     result = subprocess.run(
         [str(jupyter_book), "build", str(ROOT), "--all", "-W", "-n", "--keep-going", "--path-output", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=3600,
@@ -76,3 +77,15 @@ def test_book_builds_without_warnings(tmp_path: Path) -> None:
     assert (html / "index.html").is_file()
     for entry in _toc_files():
         assert (html / f"{entry}.html").is_file(), f"{entry} was not rendered"
+    # Every chapter shows its figures (drawn, saved and linked by the build).
+    for notebook in NOTEBOOKS:
+        page = (html / "notebooks" / f"{notebook.stem}.html").read_text(encoding="utf-8")
+        figures = re.findall(r'<img[^>]+src="\.\./(_images/[^"]+\.png)"', page)
+        assert figures, f"{notebook.stem} has no figures in the rendered book"
+        assert all((html / figure).is_file() for figure in figures)
+    # The build page's execution table lists every chapter, executed successfully by this build.
+    build_page = (html / "book" / "build.html").read_text(encoding="utf-8")
+    for notebook in NOTEBOOKS:
+        assert f"notebooks/{notebook.stem}" in build_page, f"{notebook.stem} is missing from the execution table"
+    assert "❌" not in build_page
+    assert build_page.count("✅") == len(NOTEBOOKS)
