@@ -353,6 +353,17 @@ def _training_data(rec: Recipe, prof: Profile) -> tuple[TensorDataset, TensorDat
     return train_set, val_set
 
 
+def _long_run_notice(name: str, prof: Profile, checkpoint: Path) -> str:
+    """What a reader about to wait for a paper-scale training run needs to know (one paragraph)."""
+    state = ("continuing from the checkpoint of an interrupted run" if checkpoint.exists()
+             else "checkpointed every epoch")
+    return (f"zoo: training {describe(name, profile=prof)}. This is the '{prof.name}' profile's paper-scale "
+            f"schedule; the progress bar shows the time left. Training is {state} in {checkpoint.parent}, so "
+            f"an interrupted run continues where it stopped (in Colab, set ADVCORE_CACHE to a Google Drive "
+            f"folder so the checkpoints outlive the runtime). For a run of minutes, use the cpu profile "
+            f"(ADVCORE_PROFILE=cpu).")
+
+
 def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
     rec = recipe(name, profile=prof)
     train_set, val_set = _training_data(rec, prof)
@@ -372,6 +383,8 @@ def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
         eval_batch_size=prof.eval_batch_size, early_stopping=rec.early_stopping, patience=rec.patience,
         seed=rec.seed, device=device, checkpoint=ckpt, description=f"zoo {name} [{prof.name}]",
     )
+    if prof.name == "gpu":  # the papers' full schedules: say so before the progress bar starts
+        print(_long_run_notice(name, prof, ckpt), flush=True)
     started = time.perf_counter()
     try:
         history = training.train(model, train_set, **options)

@@ -175,6 +175,32 @@ def test_an_interrupted_zoo_training_resumes_to_the_same_model(tiny, monkeypatch
         assert torch.equal(p, q)
 
 
+def test_paper_scale_training_says_how_to_resume_or_shrink_it(tiny, monkeypatch, capsys) -> None:
+    zoo.get("softmax", profile=tiny)
+    assert "paper-scale" not in capsys.readouterr().out  # small profiles train without a notice
+
+    paper_scale = tiny.replace(name="gpu")  # tiny sizes, but filed and announced as the gpu profile
+    real_evaluate, calls = training._evaluate, []
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_evaluate", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.get("softmax", profile=paper_scale)
+    first = capsys.readouterr().out
+    folder = zoo.entry_dir("softmax", profile=paper_scale)
+    assert "paper-scale" in first and "checkpointed every epoch" in first and str(folder) in first
+    assert "ADVCORE_PROFILE=cpu" in first and "ADVCORE_CACHE" in first
+
+    monkeypatch.setattr(training, "_evaluate", real_evaluate)
+    zoo.get("softmax", profile=paper_scale)
+    assert "continuing from the checkpoint of an interrupted run" in capsys.readouterr().out
+
+
 def test_cifar_entries_say_when_cifar10_is_missing(tiny, monkeypatch) -> None:
     monkeypatch.setattr(data, "cifar10_available", lambda: False)
     for name in ("resnet_cifar", "resnet_cifar_pgd"):
