@@ -61,6 +61,13 @@ def test_citations_resolve_to_the_bibliography() -> None:
     assert cited <= keys, f"unknown citation keys: {sorted(cited - keys)}"
 
 
+def _unrendered_math(page: str) -> list[str]:
+    """``$...$`` left in a rendered page's visible text (outside code, scripts and styles)."""
+    visible = re.sub(r"<(script|style|pre|code|textarea)\b.*?</\1>", " ", page, flags=re.S)
+    visible = re.sub(r"<[^>]+>", "", visible)
+    return re.findall(r"\$[^$\s][^$\n]{0,80}?\$", visible)
+
+
 @pytest.mark.book
 def test_book_builds_without_warnings(tmp_path: Path) -> None:
     """The whole book, executed in the smoke profile, with every warning an error."""
@@ -83,6 +90,8 @@ def test_book_builds_without_warnings(tmp_path: Path) -> None:
         figures = re.findall(r'<img[^>]+src="\.\./(_images/[^"]+\.png)"', page)
         assert figures, f"{notebook.stem} has no figures in the rendered book"
         assert all((html / figure).is_file() for figure in figures)
+        # Math printed by a cell (display(Markdown("... $x$ ..."))) is typeset, not shown as dollars.
+        assert not _unrendered_math(page), f"{notebook.stem}: math left as text: {_unrendered_math(page)[:3]}"
     # The build page's execution table lists every chapter, executed successfully by this build.
     build_page = (html / "book" / "build.html").read_text(encoding="utf-8")
     for notebook in NOTEBOOKS:
