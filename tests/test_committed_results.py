@@ -117,3 +117,27 @@ def test_chapter_shows_a_committed_gpu_result(experiment, committed_root, monkey
     if experiment == "robust-training":  # and its CIFAR-10 curves and table rows
         assert figures >= live_figures + 4
         assert "CIFAR-10" in shown
+
+
+@pytest.mark.slow
+def test_chapter_9_shows_cifar10_when_it_is_available(tmp_path, monkeypatch):
+    """The live CIFAR-10 branch (what a Colab reader sees), with the synthetic data patched in the kernel."""
+    import inspect
+
+    monkeypatch.setenv("ADVCORE_PROFILE", "smoke")
+    monkeypatch.setenv("ADVCORE_CACHE", str(tmp_path / "cache"))  # synthetic-data models stay private
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "no-results"))
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    path = ROOT / "notebooks" / "09_robust_training.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    patch = nbformat.v4.new_code_cell(
+        "import torch\nfrom advcore import data\n\n" + inspect.getsource(_synthetic_cifar10)
+        + "\ndata.cifar10_available = lambda: True\ndata._cifar10_tensors = _synthetic_cifar10\n")
+    notebook.cells.insert(1, patch)  # after the Colab install cell, before the chapter imports advcore
+    nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    shown, figures = _outputs(notebook)
+    assert "CIFAR-10 is not shown here" not in shown and "CIFAR-10 not available here" not in shown
+    offline_shown, offline_figures = _outputs(_run(path))
+    assert "CIFAR-10 is not shown here" in offline_shown
+    assert figures >= offline_figures + 2  # the CIFAR-10 loss curves and accuracies
