@@ -6,9 +6,17 @@ safe palette, and sizes that stay legible at the rendered book's ~700 px text wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 import torch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+if TYPE_CHECKING:  # only for annotations: plotting needs no pandas import
+    import pandas as pd
 
 BOOK_WIDTH_IN = 7.0  # inches; the rendered book's text column at 100 dpi
 
@@ -106,8 +114,6 @@ def image_rows(
         if row_labels:
             axes[r][0].set_ylabel(row_labels[r], fontsize=10)
     return fig
-
-from collections.abc import Sequence
 
 # --------------------------------------------------------------------------- chapters 4-6
 
@@ -228,14 +234,10 @@ def percent_heatmap(
 
 
 def _percent_formatter():
-    from matplotlib.ticker import FuncFormatter
-
     return FuncFormatter(lambda value, _: f"{100 * value:.0f}")
 
 
 # --------------------------------------------------------------------------- chapters 7-10
-
-from collections.abc import Sequence  # noqa: E402 (each chapter section keeps its own imports)
 
 PLAIN_COLOR = "#0072B2"  # Madry et al.'s Fig. 1-2: blue for the standard network
 ROBUST_COLOR = "#D55E00"  # and red (here colour-blind safe vermilion) for the adversarially trained one
@@ -267,8 +269,6 @@ def loss_traces_grid(
     Rows share their y-axis (a plain and a robust model's losses differ by orders of
     magnitude); all panels share the x-axis.
     """
-    import numpy as np
-
     array = np.asarray(traces, dtype=float)
     n_models, n_examples = array.shape[:2]
     fig, axes = plt.subplots(n_models, n_examples, figsize=(BOOK_WIDTH_IN, 1.0 + 2.0 * n_models),
@@ -306,8 +306,6 @@ def final_loss_histograms(
     ones fit in one panel while each keeps its shape; the counts are logarithmic too, so a
     single outlying restart would still show as a bar.
     """
-    import numpy as np
-
     array = np.asarray(final_losses, dtype=np.float64)
     n_models, n_examples = array.shape[:2]
     fig, axes = plt.subplots(1, n_examples, figsize=(BOOK_WIDTH_IN, 2.9), squeeze=False)
@@ -332,7 +330,6 @@ def final_loss_histograms(
 
 def plain_log_ticks(axis: "plt.Axis") -> None:
     """Label a log-scaled axis with plain numbers (0.5, 2, 100) instead of powers like 3×10⁰."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))

@@ -8,7 +8,6 @@ the mistake, (3) never raise: a stub is "not attempted", an exception is reporte
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import pytest
 import torch
