@@ -65,7 +65,7 @@ __all__ = [
 MADRY_EPS = 0.3  # Madry et al., MNIST
 CIFAR_EPS = 8 / 255  # Madry et al., CIFAR-10
 CIFAR_EVAL_STEP = 2 / 255  # Madry et al.'s CIFAR-10 evaluation: PGD steps of 2/255
-FORMAT = 1  # bump when a change makes cached pieces invalid
+FORMAT = 2  # bump when a change makes cached pieces invalid (2: every evaluation seeds its own PGD starts)
 
 #: The two models every Part II comparison is about: label in the figures -> zoo name.
 MNIST_MODELS = {"plain": "cnn", "PGD-trained": "cnn_pgd"}
@@ -106,8 +106,6 @@ def _cached(kind: str, payload: dict[str, Any], compute: Callable[[], dict[str, 
 
     Values must be tensors, numbers, strings or lists/dicts of those (``weights_only`` load).
     """
-    from advcore.train import atomic_write_bytes  # one atomic writer for the package's own files
-
     path = data.cache_dir() / "experiments" / profile.name / kind / f"{_digest({'format': FORMAT, **payload})}.pt"
     if path.is_file():
         try:
@@ -118,14 +116,18 @@ def _cached(kind: str, payload: dict[str, Any], compute: Callable[[], dict[str, 
     value = compute()
     buffer = io.BytesIO()
     torch.save(value, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    training.atomic_write_bytes(path, buffer.getvalue())
     return value
 
 
 def _pgd_eval(eps: float, steps: int, restarts: int, step_size: float, device: torch.device) -> Callable:
-    """PGD with random start(s) as an ``attack(model, x, y)`` for :func:`advcore.evaluate.evaluate`."""
-    return partial(pgd, eps=eps, step_size=step_size, steps=steps, restarts=restarts, random_start=True,
-                   generator=torch.Generator(device=device).manual_seed(0))
+    """A maker of PGD with random start(s) as an ``attack(model, x, y)`` for :func:`advcore.evaluate.evaluate`.
+
+    Each call makes a fresh attack with its own seeded generator, so one model's evaluation
+    never depends on which other evaluations ran before it (or came from the cache).
+    """
+    return lambda: partial(pgd, eps=eps, step_size=step_size, steps=steps, restarts=restarts, random_start=True,
+                           generator=torch.Generator(device=device).manual_seed(0))
 
 
 def _eval_step_size(eps: float, steps: int) -> float:
@@ -300,9 +302,9 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
     if dataset == "mnist":
         eps, test_set = MADRY_EPS, data.mnist_splits(prof)[2]
         eval_steps, eval_restarts = prof.pgd_eval_steps, prof.pgd_eval_restarts
-        attacks = {
-            "natural": None,
-            "FGSM": partial(fgsm, eps=eps),
+        attacks = {  # name -> maker of a fresh attack (None: clean), one per evaluation
+            "natural": lambda: None,
+            "FGSM": lambda: partial(fgsm, eps=eps),
             "PGD-40 (step 0.01)": _pgd_eval(eps, 40, 1, 0.01, device),
             f"PGD-{eval_steps}, {eval_restarts} restart{'s' if eval_restarts > 1 else ''} "
             f"(step {_eval_step_size(eps, eval_steps):.3g})":
@@ -318,8 +320,8 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
     else:
         eps, test_set = CIFAR_EPS, data.load_cifar10("test", limit=prof.cifar_test)
         attacks = {
-            "natural": None,
-            "FGSM": partial(fgsm, eps=eps),
+            "natural": lambda: None,
+            "FGSM": lambda: partial(fgsm, eps=eps),
             "PGD-7 (step 2/255)": _pgd_eval(eps, 7, 1, CIFAR_EVAL_STEP, device),
             "PGD-20 (step 2/255)": _pgd_eval(eps, 20, 1, CIFAR_EVAL_STEP, device),
         }
@@ -351,11 +353,11 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
         key = "plain" if label == "plain" else "robust"
         arrays[f"{key}_steps"], arrays[f"{key}_loss"] = _binned(history.steps["loss"])
         arrays[f"{key}_clean_loss_steps"], arrays[f"{key}_clean_loss"] = _binned(history.steps["clean_loss"])
-        for attack_name, attack in attacks.items():
+        for attack_name, make_attack in attacks.items():
             payload = {"model": zoo.cache_key(name, profile=prof), "attack": attack_name, "device": device.type,
                        "n": len(test_set)}
             measured = _cached("robust-training", payload, lambda: {"accuracy": evaluate(
-                model, test_set, attack=attack, batch_size=prof.eval_batch_size, device=device,
+                model, test_set, attack=make_attack(), batch_size=prof.eval_batch_size, device=device,
                 progress=progress).accuracy}, profile=prof)
             rows.append({"model": label, "attack": attack_name, "accuracy": measured["accuracy"]})
 

@@ -64,8 +64,7 @@ __all__ = [
 RESULTS_ENV = "ADVCORE_RESULTS"
 #: Committed results stay small: this many bytes for the JSON and NPZ together.
 MAX_BYTES = 8 * 1024 * 1024
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_PROFILE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # result and profile names: safe as file names
 
 
 # --------------------------------------------------------------------------- locations
@@ -93,11 +92,11 @@ def _in_checkout() -> bool:
 
 
 def _check_names(name: str, profile: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _SLUG.match(name):
         raise ValueError(
             f"Result name must be lower-case letters, digits, '-' or '_' (e.g. 'landscape'), got {name!r}."
         )
-    if not isinstance(profile, str) or not _PROFILE.match(profile):
+    if not isinstance(profile, str) or not _SLUG.match(profile):
         raise ValueError(f"profile must be a profile name such as 'gpu' or 'cpu', got {profile!r}.")
 
 
