@@ -43,8 +43,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import warnings
+import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -52,12 +55,21 @@ from torch import Tensor, nn
 
 __all__ = [
     "LossFn",
+    "PRECISIONS",
+    "Precision",
     "attack_mode",
+    "autocast",
+    "bfloat16_is_native",
+    "check_precision",
+    "compile_enabled",
+    "compiled",
     "eval_mode",
+    "fast_memory_format",
     "fgsm",
     "gradient_sign",
     "linf_box",
     "pgd",
+    "preferred_memory_format",
     "project_linf",
     "random_start_noise",
     "uniform_noise",
@@ -66,6 +78,12 @@ __all__ = [
 #: ``loss_fn(logits (N, C), y (N,)) -> per-example losses (N,)``; the default is
 #: ``F.cross_entropy(logits, y, reduction="none")``.
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+#: Arithmetic of the model's forward and backward passes: ``None`` (float32, unless the caller
+#: already runs inside ``torch.autocast``), ``"float32"`` (float32 even inside an autocast
+#: region), ``"bfloat16"`` (autocast to bfloat16 on CPU or CUDA) or ``"float16"`` (CUDA only).
+Precision = Literal["float32", "bfloat16", "float16"]
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 
 # --------------------------------------------------------------------------- projection
@@ -150,6 +168,7 @@ def fgsm(
     eps: float,
     targeted: bool = False,
     loss_fn: LossFn | None = None,
+    precision: Precision | None = None,
 ) -> Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015, Sec. 4).
 
@@ -164,9 +183,11 @@ def fgsm(
         eps: L-infinity budget, ``eps >= 0`` (``0`` returns a copy of ``x``).
         targeted: step towards class ``y`` instead of away from it.
         loss_fn: per-example loss ``(logits, y) -> (N,)``; default cross-entropy.
+        precision: arithmetic of the gradient computation (see :func:`autocast`):
+            ``None``/``"float32"`` exact, ``"bfloat16"`` faster where the hardware has it.
 
     Returns:
-        Adversarial images, same shape/dtype/device as ``x``, in [0, 1],
+        Adversarial images, same shape/dtype/device (and memory layout) as ``x``, in [0, 1],
         ``|x_adv - x| <= eps``. Pixels whose gradient is exactly zero do not move.
     """
     x = _check_images(x)
@@ -176,7 +197,7 @@ def fgsm(
         return x.clone()
     # One PGD step of size eps from delta = 0 is exactly FGSM.
     return _attack(model, x, y, eps=eps, step_size=eps, steps=1, starts=None, restarts=1,
-                   targeted=targeted, loss_fn=loss_fn)
+                   targeted=targeted, loss_fn=loss_fn, precision=check_precision(precision))
 
 
 def gradient_sign(
@@ -221,6 +242,8 @@ def pgd(
     loss_fn: LossFn | None = None,
     generator: torch.Generator | None = None,
     start: Tensor | None = None,
+    precision: Precision | None = None,
+    on_step: Callable[[int, Tensor], None] | None = None,
 ) -> Tensor:
     """Projected gradient descent on the L-infinity ball (Madry et al. 2018, Algorithm 1).
 
@@ -260,9 +283,22 @@ def pgd(
         start: explicit starting perturbations ``(N, ...)`` or ``(restarts, N, ...)`` within
             the eps-ball; replaces the random draw (``random_start`` and ``generator`` are
             then not used).
+        precision: arithmetic of the forward and backward passes (see :func:`autocast`):
+            ``None``/``"float32"`` exact, ``"bfloat16"`` faster where the hardware has it
+            (a different but equally valid adversarial example; the projection and the
+            clip stay exact).
+        on_step: ``on_step(t, losses)`` is called with the per-example losses ``(N,)`` of
+            iterate ``t = 0 .. steps - 1`` (before step ``t``), e.g. to trace the loss
+            curve of Madry et al.'s landscape figure; with ``restarts > 1``, once per restart
+            group with the losses of all its rows ``(g * N,)``.
+
+    Speed: conv nets run channels-last (:func:`fast_memory_format`); several restarts run
+    as one batch of up to :data:`RESTART_ROWS` rows (the same starts and results as one
+    restart after the other, up to float rounding of batched kernels); on CUDA the model is
+    ``torch.compile``-d (:func:`compile_enabled`). None of these changes the attack.
 
     Returns:
-        Adversarial images, same shape/dtype/device as ``x``, in [0, 1],
+        Adversarial images, same shape/dtype/device (and memory layout) as ``x``, in [0, 1],
         ``|x_adv - x| <= eps`` (up to float rounding of ``x + delta``).
     """
     x = _check_images(x)
@@ -282,7 +318,8 @@ def pgd(
     if starts is None and random_start:
         starts = (_uniform_like(x, eps, generator) for _ in range(restarts))
     return _attack(model, x, y, eps=eps, step_size=step_size, steps=steps, starts=starts,
-                   restarts=restarts, targeted=targeted, loss_fn=loss_fn)
+                   restarts=restarts, targeted=targeted, loss_fn=loss_fn,
+                   precision=check_precision(precision), on_step=on_step)
 
 
 # --------------------------------------------------------------------------- shared core
@@ -300,25 +337,67 @@ def _attack(
     restarts: int,
     targeted: bool,
     loss_fn: LossFn | None,
+    precision: str | None = None,
+    on_step: Callable[[int, Tensor], None] | None = None,
 ) -> Tensor:
-    """Run ``restarts`` PGD runs and keep, per example, the worst case for the model."""
-    lower, upper = linf_box(x, eps)
+    """Run ``restarts`` PGD runs and keep, per example, the worst case for the model.
+
+    Restarts run in groups of :func:`_restart_group` at once (rows ``restart * N + i``);
+    ties between restarts go to the earlier one, as when they run one after the other.
+    """
     direction = -1.0 if targeted else 1.0
     start_iter = iter(starts) if starts is not None else None
+    group = _restart_group(x, restarts)
     best = best_loss = None
-    with attack_mode(model):
-        for _ in range(restarts):
-            x_adv = x.clone() if start_iter is None else torch.clamp(x + next(start_iter), lower, upper)
+    forward = compiled(model) if compile_enabled(x.device) else model
+    with attack_mode(model), fast_memory_format(model, x) as x_fast, autocast(precision, x.device):
+        for first in range(0, restarts, group):
+            size = min(group, restarts - first)
+            x_rows, y_rows = _repeat_rows(x_fast, size), y.repeat(size)
+            lower, upper = linf_box(x_rows, eps)
+            if start_iter is None:
+                x_adv = x_rows.clone()
+            else:
+                noise = torch.cat([next(start_iter) for _ in range(size)]).to(x_rows)
+                x_adv = torch.clamp(x_rows + noise, lower, upper)
             # The final loss is only needed to choose between restarts: skip that forward pass otherwise.
-            x_adv, loss = _iterate(model, x_adv, y, lower, upper, step_size=step_size, steps=steps,
-                                   direction=direction, loss_fn=loss_fn, final_loss=restarts > 1)
+            x_adv, loss = _iterate(forward, x_adv, y_rows, lower, upper, step_size=step_size, steps=steps,
+                                   direction=direction, loss_fn=loss_fn, final_loss=restarts > 1,
+                                   on_step=on_step, check=first == 0)
+            if restarts == 1:
+                best = x_adv
+                continue
+            x_adv, loss = x_adv.unflatten(0, (size, -1)), loss.view(size, -1)
+            pick = (loss.argmin if targeted else loss.argmax)(0)  # the first of equal losses
+            loss, x_adv = loss.gather(0, pick[None])[0], x_adv[pick, torch.arange(x.shape[0], device=x.device)]
             if best is None:
                 best, best_loss = x_adv, loss
                 continue
             better = loss < best_loss if targeted else loss > best_loss
             best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
             best_loss = torch.where(better, loss, best_loss)
-    return best
+    return best if best.stride() == x.stride() else torch.empty_like(x).copy_(best)
+
+
+#: Rows (restarts x examples) that one batched forward pass may hold: restarts of a small batch
+#: run together, which on a GPU is the difference between an idle and a busy device.
+RESTART_ROWS = {"cpu": 512, "cuda": 8192}
+
+
+def _restart_group(x: Tensor, restarts: int) -> int:
+    """How many restarts of the batch ``x`` run at once (at least one)."""
+    rows = RESTART_ROWS.get(x.device.type, RESTART_ROWS["cpu"])
+    return max(1, min(restarts, rows // x.shape[0]))
+
+
+def _repeat_rows(x: Tensor, times: int) -> Tensor:
+    """``x`` stacked ``times`` times along the batch dimension, in ``x``'s memory layout."""
+    if times == 1:
+        return x
+    rows = x.repeat(times, *[1] * (x.dim() - 1))
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        rows = rows.contiguous(memory_format=torch.channels_last)
+    return rows
 
 
 def _iterate(
@@ -334,6 +413,7 @@ def _iterate(
     loss_fn: LossFn | None,
     final_loss: bool = False,
     on_step: Callable[[int, Tensor], None] | None = None,
+    check: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """The inner loop of Algorithm 1 on ``x_adv = x + delta``, shared by FGSM, PGD and the landscape.
 
@@ -341,11 +421,12 @@ def _iterate(
     Each step: ``x_adv += direction * step_size * sign(grad)``, then clip to the box.
     ``on_step(t, losses)`` sees the per-example loss at iterate ``t`` (before step ``t``).
     Must run inside :func:`attack_mode`. Returns the last iterate and, if ``final_loss``,
-    its per-example loss ``(N,)`` (one extra forward pass).
+    its per-example loss ``(N,)`` (one extra forward pass). ``check`` validates the model's
+    output at the first step (the loop's only host synchronization).
     """
     for step in range(steps):
         x_adv.requires_grad_(True)
-        loss = _per_example_loss(model, x_adv, y, loss_fn, check=step == 0)
+        loss = _per_example_loss(model, x_adv, y, loss_fn, check=check and step == 0)
         if on_step is not None:
             on_step(step, loss.detach())
         # Gradient w.r.t. the input only: parameters are never differentiated.
@@ -439,6 +520,164 @@ def attack_mode(model: Callable[[Tensor], Tensor]) -> Iterator[None]:
     finally:
         for param, flag in zip(params, flags):
             param.requires_grad_(flag)
+
+
+# --------------------------------------------------------------------------- speed: layout and precision
+
+
+def preferred_memory_format(model: Callable[[Tensor], Tensor], x: Tensor) -> torch.memory_format:
+    """The memory format in which ``model`` runs fastest on the 4-D batch ``x``.
+
+    ``torch.channels_last`` (NHWC) for an ``nn.Module`` with 2-D convolutions on a 4-D
+    batch (oneDNN on CPU and cuDNN on CUDA have faster NHWC convolution and pooling
+    kernels), else ``torch.contiguous_format``. Only the layout in memory differs: the
+    tensors' shapes and values are the same.
+    """
+    if (isinstance(x, Tensor) and x.dim() == 4 and isinstance(model, nn.Module)
+            and any(isinstance(module, nn.Conv2d) for module in model.modules())):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+@contextmanager
+def fast_memory_format(model: Callable[[Tensor], Tensor], x: Tensor) -> Iterator[Tensor]:
+    """Run ``model`` in its :func:`preferred_memory_format`; yield ``x`` in that layout.
+
+    For a conv net on a 4-D batch, the 4-D parameters (convolution kernels) are switched to
+    channels-last for the duration of the block and switched back on exit (also on an
+    error), keeping any value they were given inside the block (training updates them): the
+    caller's model leaves the block with its own layout and the same parameter tensors.
+    Switching the kernels matters: for single-channel images (MNIST) an NHWC input is
+    indistinguishable from an NCHW one, and PyTorch picks the channels-last kernels only
+    when the input or the weight is channels-last. Otherwise ``x`` is yielded as it is.
+    Nested blocks are free (the parameters are already channels-last).
+    """
+    memory_format = preferred_memory_format(model, x)
+    if memory_format is torch.contiguous_format:
+        yield x
+        return
+    params = [param for param in model.parameters()  # type: ignore[union-attr]
+              if param.dim() == 4 and not param.is_contiguous(memory_format=memory_format)]
+    originals = [param.data for param in params]
+    try:
+        for param in params:
+            param.data = param.data.contiguous(memory_format=memory_format)
+        yield x.contiguous(memory_format=memory_format)
+    finally:
+        with torch.no_grad():
+            for param, original in zip(params, originals):
+                original.copy_(param.data)  # training may have changed the values
+                param.data = original
+
+
+#: ``ADVCORE_COMPILE=1`` compiles models for attacks everywhere, ``0`` nowhere; unset: on CUDA only.
+COMPILE_ENV = "ADVCORE_COMPILE"
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, Callable[[Tensor], Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def compile_enabled(device: torch.device | str) -> bool:
+    """Whether attacks run ``torch.compile``-d models on ``device`` (see :data:`COMPILE_ENV`).
+
+    On by default on CUDA, where fusing the small model's element-wise kernels removes most
+    launches of a PGD step; off on the CPU, where it was measured slower (the speed issue's
+    table: 0.6x of eager with default settings). GPU speed: see ``benchmarks/README.md``.
+    """
+    setting = os.environ.get(COMPILE_ENV, "").strip()
+    if setting in ("0", "1"):
+        return setting == "1"
+    return torch.device(device).type == "cuda"
+
+
+def compiled(model: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``torch.compile(model)``, made once per module and reused; eager if compiling fails.
+
+    A compile failure (an unsupported operation, no C++ compiler) is reported once with a
+    warning and the eager model is used from then on: compiling is a speed-up, never a
+    reason for an attack to fail.
+    """
+    if not isinstance(model, nn.Module):
+        return model
+    if model not in _COMPILED:
+        _COMPILED[model] = _CompiledOrEager(model)
+    return _COMPILED[model]
+
+
+class _CompiledOrEager:
+    """Calls the compiled module; on the first compile error, warns and falls back to eager."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.fast = model, torch.compile(model, dynamic=False)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.fast is not None:
+            try:
+                return self.fast(x)
+            except Exception as error:  # noqa: BLE001 -- any compiler failure means: run eagerly
+                warnings.warn(f"torch.compile failed for {type(self.model).__name__} ({error!r:.200}); "
+                              f"running it eagerly (set {COMPILE_ENV}=0 to skip compiling).", RuntimeWarning,
+                              stacklevel=2)
+                self.fast = None
+        return self.model(x)
+
+
+def bfloat16_is_native(device: torch.device | str = "cpu") -> bool:
+    """Whether bfloat16 matrix arithmetic runs in hardware on ``device``.
+
+    CUDA: compute capability 8.0 (Ampere) or newer. CPU: AVX-512 BF16 or AMX instructions;
+    without them PyTorch emulates bfloat16, which is several times *slower* than float32
+    (measured on an AVX2-only EPYC: about 12x, see ``benchmarks/README.md``).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
+
+
+def check_precision(precision: object) -> str | None:
+    """``precision`` if it is ``None`` or one of :data:`PRECISIONS`, else a ``ValueError`` saying what to pass."""
+    if precision is None or precision in PRECISIONS:
+        return precision  # type: ignore[return-value]
+    raise ValueError(
+        f"precision must be None, {', '.join(map(repr, PRECISIONS))}, got {_describe(precision)}; "
+        "None keeps float32 (or the caller's own torch.autocast)."
+    )
+
+
+@contextmanager
+def autocast(precision: str | None, device: torch.device | str) -> Iterator[None]:
+    """The arithmetic of the forward and backward passes run inside the block.
+
+    ``None``: nothing changes (float32, or the caller's own ``torch.autocast``).
+    ``"float32"``: autocast is switched off, even inside a caller's autocast region.
+    ``"bfloat16"`` (CPU, CUDA) / ``"float16"`` (CUDA): ``torch.autocast`` to that type.
+    Attacks keep their iterate ``x + delta``, the projection onto the eps-ball and the clip
+    to [0, 1] in float32 (the input gradient of a float32 input is float32), so results lie
+    in the eps-ball and in [0, 1] exactly; only the gradient's direction is computed with
+    less precision, which gives a different but equally valid adversarial example.
+
+    Warns when bfloat16 is emulated on this device (:func:`bfloat16_is_native`).
+
+    Raises:
+        ValueError: an unknown precision, or float16 on the CPU.
+    """
+    precision = check_precision(precision)
+    device = torch.device(device)
+    if precision is None:
+        yield
+        return
+    if precision == "float16" and device.type != "cuda":
+        raise ValueError("precision='float16' needs CUDA; on the CPU use 'bfloat16' or 'float32'.")
+    if precision == "bfloat16" and not bfloat16_is_native(device):
+        warnings.warn(
+            f"precision='bfloat16' on {device}: this processor has no native bfloat16 arithmetic "
+            "(AVX-512 BF16/AMX on CPU, Ampere or newer on CUDA), so PyTorch emulates it and it is "
+            "slower than float32. Use precision='float32' (or None) here.",
+            RuntimeWarning, stacklevel=3,
+        )
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
+        yield
 
 
 # --------------------------------------------------------------------------- validation

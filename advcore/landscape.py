@@ -39,7 +39,12 @@ from advcore.attacks import (
     _iterate,
     _logits_and_loss,
     attack_mode,
+    autocast,
+    compile_enabled,
+    compiled,
+    fast_memory_format,
     linf_box,
+    preferred_memory_format,
 )
 
 __all__ = ["DistinctMaxima", "Landscape", "cluster_perturbations", "distinct_maxima", "pgd_landscape"]
@@ -106,6 +111,7 @@ def pgd_landscape(
     chunk_size: int | None = None,
     memory_budget: int | None = None,
     progress: bool = True,
+    precision: str | None = None,
 ) -> Landscape:
     """PGD from ``restarts`` uniformly random starts per example (Madry et al. 2018, Sec. 3, Fig. 1-2).
 
@@ -131,6 +137,11 @@ def pgd_landscape(
             GPU memory on CUDA, 256 MiB on the CPU. Rows per chunk are estimated from the
             sizes of the model's layer outputs for one example (a heuristic).
         progress: show a tqdm progress bar (example-steps).
+        precision: arithmetic of the forward and backward passes, see
+            :func:`advcore.attacks.autocast` (``None``: float32; ``"bfloat16"``: faster where
+            the hardware has it, a different but equally valid set of maxima).
+
+    Speed: a conv net runs channels-last (:func:`advcore.attacks.fast_memory_format`).
 
     Returns:
         A :class:`Landscape` with CPU tensors.
@@ -157,23 +168,26 @@ def pgd_landscape(
     lower_all, upper_all = linf_box(x, eps)
     bar = tqdm(total=total * steps, unit="example-step", unit_scale=True, disable=not progress,
                desc=f"PGD landscape ({restarts:,} restarts)")
-    with attack_mode(model), bar:
+    memory_format = preferred_memory_format(model, x)
+    forward = compiled(model) if compile_enabled(x.device) else model
+    with attack_mode(model), fast_memory_format(model, x), autocast(precision, x.device), bar:
         for begin in range(0, total, chunk_size):
             end = min(begin + chunk_size, total)
             rows = torch.arange(begin, end, device=x.device)
             example, restart = rows // restarts, rows % restarts
             lower, upper = lower_all[example], upper_all[example]
             x_adv = torch.clamp(x[example] + starts.take(end - begin).to(x.device), lower, upper)
+            x_adv = x_adv.contiguous(memory_format=memory_format)
             trace = torch.empty(steps + 1, end - begin, device=x.device)
 
             def record(step: int, losses: Tensor) -> None:
                 trace[step] = losses
                 bar.update(end - begin)
 
-            x_adv, _ = _iterate(model, x_adv, y[example], lower, upper, step_size=step_size,
+            x_adv, _ = _iterate(forward, x_adv, y[example], lower, upper, step_size=step_size,
                                 steps=steps, direction=1.0, loss_fn=loss_fn, on_step=record)
             with torch.no_grad():
-                logits, losses = _logits_and_loss(model, x_adv, y[example], loss_fn, check=False)
+                logits, losses = _logits_and_loss(forward, x_adv, y[example], loss_fn, check=False)
             trace[steps] = losses
             final_losses[begin:end] = losses.float().cpu()
             final_predictions[begin:end] = logits.argmax(1).cpu()

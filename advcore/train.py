@@ -606,9 +606,18 @@ def _make_optimizer(name: str, params: Any, *, lr: float, momentum: float, weigh
 @torch.no_grad()
 def _evaluate(
     model: nn.Module, x: Tensor, y: Tensor, *, attack: MonitorAttack | None, batch_size: int,
-    generator: torch.Generator, device: torch.device,
+    generator: torch.Generator, device: torch.device, precision: str | None = None,
 ) -> tuple[float, float, float, float]:
     """Clean and adversarial (mean loss, accuracy) of ``model`` on ``(x, y)``; one host sync."""
+    with attacks.autocast(precision, device):
+        return _evaluate_sums(model, x, y, attack=attack, batch_size=batch_size, generator=generator,
+                              device=device)
+
+
+def _evaluate_sums(
+    model: nn.Module, x: Tensor, y: Tensor, *, attack: MonitorAttack | None, batch_size: int,
+    generator: torch.Generator, device: torch.device,
+) -> tuple[float, float, float, float]:
     model.eval()
     sums = torch.zeros(4, device=device, dtype=torch.float64)
     for start in range(0, len(x), batch_size):
@@ -656,7 +665,7 @@ def train(
     seed: int = 0,
     device: str | torch.device | None = None,
     checkpoint: str | Path | None = None,
-    amp: bool = False,
+    precision: attacks.Precision | None = None,
     progress: bool = True,
     description: str | None = None,
 ) -> History:
@@ -688,7 +697,13 @@ def train(
             continues to exactly the result of an uninterrupted one. A truncated or
             corrupted file raises :class:`CheckpointError`; a checkpoint of another
             configuration raises ``ValueError``.
-        amp: autocast the objective's forward passes to bfloat16 on CUDA.
+        precision: arithmetic of the objective's forward passes (its attack included) and
+            of the epoch evaluations, see :func:`advcore.attacks.autocast`: ``None``
+            (float32), ``"bfloat16"`` (CPU with AVX-512 BF16/AMX, or CUDA) or ``"float16"``
+            (CUDA, with a gradient scaler). Recorded in the history's config.
+
+    Speed: a conv net trains channels-last (:func:`advcore.attacks.fast_memory_format`; the
+    model is handed back in its own layout).
         progress: show a ``tqdm`` progress bar; ``description`` labels it.
 
     Returns:
@@ -732,6 +747,8 @@ def train(
         "eval_train_examples": n_eval,
         "data": _fingerprint(x_train, y_train) + ("" if x_val is None else "/" + _fingerprint(x_val, y_val)),
     }
+    if precision is not None:  # absent for float32, so float32 checkpoints of older runs still resume
+        config["precision"] = attacks.check_precision(precision)
     config_key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
     model.to(device)
@@ -742,8 +759,10 @@ def train(
     shuffle_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)  # random starts, noise, rotations
 
+    # float16 gradients underflow without loss scaling; a disabled scaler passes everything through.
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "float16")
     fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
+    with torch.random.fork_rng(devices=fork_devices), attacks.fast_memory_format(model, x_train[:1]):
         torch.manual_seed(seed)  # dropout masks
         history = History(config=config)
         best_metric, best_state, bad_epochs, start_epoch = math.inf, None, 0, 0
@@ -756,6 +775,8 @@ def train(
                 )
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
             shuffle_gen.set_state(state["shuffle_rng"].cpu())
             noise_gen.set_state(state["noise_rng"].cpu())
             torch.set_rng_state(state["torch_rng"].cpu())
@@ -790,11 +811,12 @@ def train(
                     xb, yb = x_train[index], y_train[index]
                     # An objective with a schedule (PGD's eps warm-up) is asked for this step's version.
                     step_objective = objective.at((first_step + step) / total_steps) if scheduled else objective
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+                    with attacks.autocast(precision, device):
                         out = step_objective(model, xb, yb, noise_gen)
                     opt.zero_grad(set_to_none=True)
-                    out.loss.backward()
-                    opt.step()
+                    scaler.scale(out.loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                     # Stay on the device: the records are copied to the host once per epoch.
                     records.append(torch.stack([
                         out.loss.detach().float(), out.clean_loss.float(), out.clean_correct.float(),
@@ -815,11 +837,12 @@ def train(
                 train_metrics = (math.nan,) * 4
                 if n_eval > 0:
                     train_metrics = _evaluate(model, x_train[:n_eval], y_train[:n_eval], attack=monitor,
-                                              batch_size=eval_batch_size, generator=eval_gen, device=device)
+                                              batch_size=eval_batch_size, generator=eval_gen, device=device,
+                                              precision=precision)
                 val_metrics = (math.nan,) * 4
                 if x_val is not None:
                     val_metrics = _evaluate(model, x_val, y_val, attack=monitor, batch_size=eval_batch_size,
-                                            generator=eval_gen, device=device)
+                                            generator=eval_gen, device=device, precision=precision)
                 row = {"epoch": epoch + 1, "step": first_step + steps_per_epoch, "lr": epoch_lr,
                        "train_clean_loss": train_metrics[0], "train_clean_acc": train_metrics[1],
                        "train_adv_loss": train_metrics[2], "train_adv_acc": train_metrics[3],
@@ -847,6 +870,7 @@ def train(
                         "format": 1, "config_key": config_key, "epoch": epoch + 1, "finished": finished,
                         "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "shuffle_rng": shuffle_gen.get_state(), "noise_rng": noise_gen.get_state(),
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                         "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                         "history": history.to_dict(), "best_metric": best_metric, "bad_epochs": bad_epochs,
