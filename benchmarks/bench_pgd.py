@@ -5,12 +5,16 @@ PGD attack (Madry et al. 2018: eps = 0.3, step 0.01, 40 steps, random start) on 
 MNIST CNN, batch 256, for three implementations on the same model and inputs, in one
 run, interleaved so that machine drift hits all of them alike:
 
-* ``advcore``      -- ``advcore.attacks.pgd``;
+* ``advcore``      -- ``advcore.attacks.pgd``, its default (fast) path;
+* ``advcore-bf16`` -- the same with ``precision="bfloat16"`` (``--no-bf16`` skips it);
+* ``plain``        -- what advcore did before its fast path: Madry et al.'s update rule in
+                      NCHW float32 with the input gradient only (``autograd.grad``);
 * ``textbook``     -- the loop as usually written in tutorials (``loss.backward()`` on a
                       ``delta`` leaf, parameters still requiring gradients);
 * ``torchattacks`` -- ``torchattacks.PGD`` (skipped when torchattacks is not installed).
 
-It prints the median time of each and the ratios. ``--landscape`` instead times the
+It prints the median time of each, the mean loss each reached, and the ratios; every result
+is checked to lie in the eps-ball and in [0, 1]. ``--threads 1,2`` repeats it all per setting. ``--landscape`` instead times the
 inner-max landscape case of the lecture: ``restarts`` (default 10^5) PGD runs of
 ``--landscape-steps`` (default 100) on one MNIST example with ``advcore.landscape``.
 
@@ -74,12 +78,34 @@ def textbook_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_siz
     return (x + delta).detach()
 
 
-def make_attacks(model: nn.Module, eps: float, step_size: float, steps: int) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+def plain_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int) -> Tensor:
+    """advcore's loop before its fast path: NCHW float32, gradient w.r.t. the input only."""
+    lower, upper = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    x_adv = torch.clamp(x + torch.empty_like(x).uniform_(-eps, eps), lower, upper)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y, reduction="sum"), x_adv)
+        x_adv = torch.clamp(x_adv.detach() + step_size * grad.sign(), lower, upper)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return x_adv
+
+
+def make_attacks(model: nn.Module, eps: float, step_size: float, steps: int,
+                 bf16: bool = True) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
     """The implementations to compare, each a function of (x, y)."""
     attacks: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
         "advcore": lambda x, y: pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
-        "textbook": lambda x, y: textbook_pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
     }
+    if bf16:
+        attacks["advcore-bf16"] = lambda x, y: pgd(model, x, y, eps=eps, step_size=step_size, steps=steps,
+                                                   precision="bfloat16")
+    attacks.update({
+        "plain": lambda x, y: plain_pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
+        "textbook": lambda x, y: textbook_pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
+    })
     if torchattacks is not None:
         ta = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=True)
         attacks["torchattacks"] = lambda x, y: ta(x, y)
@@ -123,8 +149,8 @@ def run_throughput(args: argparse.Namespace, device: torch.device) -> None:
     y = torch.randint(0, 10, (args.batch,), device=device)
     if torchattacks is None:
         print("torchattacks is not installed: skipping it (pip install torchattacks).")
-    attacks = make_attacks(model, args.eps, args.step_size, args.steps)
-    warmups = make_attacks(model, args.eps, args.step_size, 2)
+    attacks = make_attacks(model, args.eps, args.step_size, args.steps, bf16=args.bf16)
+    warmups = make_attacks(model, args.eps, args.step_size, 2, bf16=args.bf16)
     times, results = time_attacks(attacks, warmups, x, y, eps=args.eps, repeats=args.repeats)
     work = args.batch * args.steps
     wall = {name: statistics.median(t[0] for t in runs) for name, runs in times.items()}
@@ -137,10 +163,11 @@ def run_throughput(args: argparse.Namespace, device: torch.device) -> None:
         with torch.no_grad():
             loss = F.cross_entropy(model.eval()(results[name]), y).item()
         print(f"  {name:13s} {wall[name]:7.2f} {work / wall[name]:16,.0f} {cpu[name]:7.2f}   {loss:.3f}")
-    for other in ("textbook", "torchattacks"):
-        if other in wall:
-            print(f"  speed of advcore / {other}: {wall[other] / wall['advcore']:.2f}x by wall time, "
-                  f"{cpu[other] / cpu['advcore']:.2f}x by CPU time (>1: advcore faster)")
+    for mine in [name for name in ("advcore", "advcore-bf16") if name in wall]:
+        for other in ("plain", "textbook", "torchattacks"):
+            if other in wall:
+                print(f"  speed of {mine} / {other}: {wall[other] / wall[mine]:.2f}x by wall time, "
+                      f"{cpu[other] / cpu[mine]:.2f}x by CPU time (>1: {mine} faster)")
 
 
 def run_landscape(args: argparse.Namespace, device: torch.device) -> None:
@@ -160,6 +187,9 @@ def run_landscape(args: argparse.Namespace, device: torch.device) -> None:
     synchronize(device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     work = args.restarts * args.landscape_steps
+    paper = 100_000 * 40 / (work / wall)
+    print(f"  at this rate, one image's 10^5 restarts x 40 steps take {paper / 60:.0f} min "
+          f"({paper / 60 * 100 / 40:.0f} min for 100 steps)")
     spread = {name: float(value[0]) for name, value in result.loss_spread().items()}
     print(f"\nLandscape: {args.restarts:,} restarts x {args.landscape_steps} steps on one example, "
           f"device {device}, chunks of {result.chunk_size:,} rows: {wall:.2f} s wall, {cpu:.2f} s CPU "
@@ -175,24 +205,27 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.3)
     parser.add_argument("--step-size", type=float, default=0.01)
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per implementation")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--threads", default=None, help="torch.set_num_threads (CPU), comma-separated: 1,2")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip advcore-bf16")
     parser.add_argument("--landscape", action="store_true", help="time the many-restart landscape case instead")
     parser.add_argument("--restarts", type=int, default=100_000)
     parser.add_argument("--landscape-steps", type=int, default=100)
     parser.add_argument("--chunk-size", type=int, default=None, help="rows per forward pass (landscape)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
-    print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} CPU threads of {os.cpu_count()}{load}")
+    from advcore.attacks import CHANNELS_LAST, bfloat16_is_native
+    from bench_train import cpu_description
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description()
+    print(f"torch {torch.__version__}, {name}; channels-last by default: {CHANNELS_LAST.get(device.type)}, "
+          f"bfloat16 native: {bfloat16_is_native(device)}")
     if device.type == "cuda":
         print(f"TF32: cuDNN {torch.backends.cudnn.allow_tf32}, matmul {torch.backends.cuda.matmul.allow_tf32}")
-    if args.landscape:
-        run_landscape(args, device)
-    else:
-        run_throughput(args, device)
+    for threads in (args.threads or str(torch.get_num_threads())).split(","):
+        torch.set_num_threads(int(threads))
+        load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+        print(f"\n## {torch.get_num_threads()} CPU thread(s) of {os.cpu_count()}{load}")
+        run_landscape(args, device) if args.landscape else run_throughput(args, device)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ random start, ``--steps`` PGD steps of 2.5 * eps / steps, or Madry's 0.01 for 40
 Adam, batch 50) on the first ``--examples`` MNIST training images, three ways, interleaved
 ``--repeats`` times so that machine drift hits all of them alike:
 
-* ``advcore.train``  -- :func:`advcore.train.train` with :class:`~advcore.train.PGDObjective`
-                        (history per step, no per-epoch evaluation, no checkpoint);
-* ``reference``      -- the bare loop: ``x_adv = advcore.attacks.pgd(...)``, one Adam step,
-                        nothing recorded;
-* ``reference-inline``-- the same loop with PGD written inline (no argument checks): what
-                        the attack's own validation costs.
+* ``advcore.train``      -- :func:`advcore.train.train` with :class:`~advcore.train.PGDObjective`
+                            (history per step, no per-epoch evaluation, no checkpoint): the
+                            default fast path (channels-last, float32);
+* ``advcore.train bf16`` -- the same with ``precision="bfloat16"`` (``--precisions``);
+* ``bare loop``          -- ``x_adv = advcore.attacks.pgd(...)``, one Adam step, nothing recorded;
+* ``reference``          -- the plain loop, what advcore did before its fast path: PGD written
+                            inline in NCHW float32 (input gradient only), one Adam step.
+
+Ratios are against ``reference``. ``--steps 7,40`` and ``--threads 1,2`` run each setting in
+turn in the same process.
 
 It prints training examples per second (median wall time over repeats), the process CPU
 time (steadier on a shared machine) and the ratios (> 1: faster than the reference). Every run
@@ -26,7 +30,8 @@ Usage::
     python benchmarks/bench_train.py                          # CPU, a few minutes
     python benchmarks/bench_train.py --threads 1              # steadier on a busy machine
     python benchmarks/bench_train.py --repeats 5 --examples 2000
-    python benchmarks/bench_train.py --device cuda --steps 40 --examples 10000 --amp
+    python benchmarks/bench_train.py --steps 7,40 --threads 1,2 --precisions float32,bfloat16
+    python benchmarks/bench_train.py --device cuda --steps 40 --examples 10000 --precisions float32,bfloat16
     python benchmarks/bench_train.py --device cuda --full-schedule
 
 Needs MNIST (``ADVCORE_DATA=../shared/data`` offline).
@@ -62,11 +67,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_advcore(model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace) -> None:
+def run_advcore(model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace,
+                precision: str | None = None) -> None:
     objective = train.PGDObjective(eps=EPS, step_size=step_size_for(args.steps), steps=args.steps)
     train.train(model, TensorDataset(x, y), objective=objective, epochs=1, batch_size=args.batch_size,
                 lr=1e-4, monitor=None, eval_train_examples=0, progress=False, device=args.device,
-                amp=args.amp, seed=0)
+                precision=precision, seed=0)
 
 
 def _reference(model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace,
@@ -80,9 +86,8 @@ def _reference(model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace,
     for start in range(0, len(x), args.batch_size):
         index = order[start:start + args.batch_size]
         xb, yb = x[index], y[index]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda"):
-            x_adv = attack(model, xb, yb, generator)
-            loss = F.cross_entropy(model(x_adv), yb)
+        x_adv = attack(model, xb, yb, generator)
+        loss = F.cross_entropy(model(x_adv), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -124,7 +129,11 @@ def throughput(args: argparse.Namespace) -> None:
     x, y = data.load_mnist("train", limit=args.examples).tensors
     torch.manual_seed(0)
     initial = MadryCNN().state_dict()
-    runners = {"advcore.train": run_advcore, "reference": run_reference, "reference-inline": run_reference_inline}
+    runners: dict[str, Callable[..., None]] = {"advcore.train": run_advcore}
+    for precision in args.precisions:
+        if precision != "float32":
+            runners[f"advcore.train {precision}"] = lambda *a, p=precision: run_advcore(*a, precision=p)
+    runners.update({"bare loop": run_reference, "reference": run_reference_inline})
     warm = TensorDataset(x[: 2 * args.batch_size], y[: 2 * args.batch_size]).tensors
     for runner in runners.values():  # warm-up: allocator, kernels, cuDNN autotuning
         model = MadryCNN()
@@ -145,7 +154,7 @@ def throughput(args: argparse.Namespace) -> None:
 
     print(f"# PGD training throughput: Madry CNN, PGD {args.steps} x {step_size_for(args.steps):.3g} at eps {EPS}, "
           f"batch {args.batch_size}, {args.examples} examples, {args.repeats} repeat(s), device {device}"
-          f"{' (bf16 autocast)' if args.amp else ''}")
+          )
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
           if hasattr(os, "getloadavg") else "")
@@ -169,7 +178,7 @@ def full_schedule(args: argparse.Namespace) -> None:
     objective = train.PGDObjective(eps=EPS, step_size=0.01, steps=40)
     started = time.perf_counter()
     history = train.train(model, train_set, objective=objective, epochs=91, batch_size=50, lr=1e-4,
-                          monitor=None, eval_train_examples=0, device=device, amp=args.amp,
+                          monitor=None, eval_train_examples=0, device=device, precision=args.precisions[-1],
                           checkpoint=args.checkpoint, description="Madry MNIST schedule")
     seconds = time.perf_counter() - started
     print(f"Madry MNIST schedule: {len(history.steps['step']):,} steps in {seconds / 3600:.2f} h on {device} "
@@ -181,19 +190,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--examples", type=int, default=1000, help="training examples per timed run")
-    parser.add_argument("--steps", type=int, default=7, help="PGD steps per training step (Madry: 40)")
+    parser.add_argument("--steps", default="7", help="PGD steps per training step, comma-separated (Madry: 40)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--precisions", default="float32",
+                        help="comma-separated: float32 (the default fast path), bfloat16, float16 (CUDA)")
     parser.add_argument("--full-schedule", action="store_true", help="time Madry et al.'s whole MNIST schedule")
     parser.add_argument("--checkpoint", default="madry_mnist_schedule.ckpt", help="checkpoint of --full-schedule")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", default=None, help="torch CPU threads, comma-separated (default: torch's)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.precisions = args.precisions.split(",")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda, but CUDA is not available here.")
-    full_schedule(args) if args.full_schedule else throughput(args)
+    print(f"# CPU: {cpu_description()}; bfloat16 native: {attacks.bfloat16_is_native(args.device)}")
+    step_counts = [int(steps) for steps in args.steps.split(",")]
+    for threads in (args.threads or str(torch.get_num_threads())).split(","):
+        torch.set_num_threads(int(threads))
+        for args.steps in step_counts:
+            full_schedule(args) if args.full_schedule else throughput(args)
+
+
+def cpu_description() -> str:
+    """The processor's name and the vector extensions that matter for float32/bfloat16 speed."""
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":")[1].split())
+                break
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{platform.processor() or platform.machine()} [{', '.join(wanted) or 'flags unknown'}], " \
+           f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
 
 
 if __name__ == "__main__":
