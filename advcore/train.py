@@ -665,6 +665,7 @@ def train(
     seed: int = 0,
     device: str | torch.device | None = None,
     checkpoint: str | Path | None = None,
+    until_epoch: int | None = None,
     precision: attacks.Precision | None = None,
     progress: bool = True,
     description: str | None = None,
@@ -696,7 +697,12 @@ def train(
             training resumes from it -- an interrupted run (e.g. ``KeyboardInterrupt``)
             continues to exactly the result of an uninterrupted one. A truncated or
             corrupted file raises :class:`CheckpointError`; a checkpoint of another
-            configuration raises ``ValueError``.
+            configuration raises ``ValueError``. A checkpoint without optimizer state
+            (rebuilt from committed weights, see :mod:`advcore.longrun`) resumes with a
+            fresh optimizer.
+        until_epoch: stop after this epoch (checkpointed) instead of ``epochs``: one piece of
+            a long run; calling again with the same arguments continues. The schedule (and
+            the history's config) is still the one of ``epochs``.
         precision: arithmetic of the objective's forward passes (its attack included) and
             of the epoch evaluations, see :func:`advcore.attacks.autocast`: ``None``
             (float32), ``"bfloat16"`` (CPU with AVX-512 BF16/AMX, or CUDA) or ``"float16"``
@@ -774,7 +780,8 @@ def train(
                     "delete it or pass another `checkpoint` path to start afresh."
                 )
             model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            if state.get("optimizer") is not None:
+                opt.load_state_dict(state["optimizer"])
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             shuffle_gen.set_state(state["shuffle_rng"].cpu())
@@ -796,7 +803,8 @@ def train(
         with tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
                   desc=description or f"{type(model).__name__} ({objective.name})", unit="step",
                   leave=False, dynamic_ncols=True) as bar:
-            for epoch in range(start_epoch, epochs):
+            last_epoch = epochs if until_epoch is None else min(until_epoch, epochs)
+            for epoch in range(start_epoch, last_epoch):
                 started = time.perf_counter()
                 epoch_lr = _lr_at(epoch, epochs, lr, lr_milestones, lr_gamma)
                 for group in opt.param_groups:
@@ -879,7 +887,7 @@ def train(
                 if stop:
                     break
 
-    if early_stopping and best_state is not None:
+    if early_stopping and best_state is not None and (history.stopped_early or len(history) == epochs):
         model.load_state_dict(best_state)
     model.eval()
     return history

@@ -364,25 +364,40 @@ def _long_run_notice(name: str, prof: Profile, checkpoint: Path) -> str:
             f"(ADVCORE_PROFILE=cpu).")
 
 
-def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
-    rec = recipe(name, profile=prof)
-    train_set, val_set = _training_data(rec, prof)
-    device = default_device()
+def initial_model(rec: Recipe) -> nn.Module:
+    """The recipe's untrained model, initialised from its seed (the caller's RNG is left alone)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(rec.seed)
-        model = build_model(rec)
-    ckpt = folder / f"training-{key[:16]}.ckpt"
-    for stale in folder.glob("training-*.ckpt"):
-        if stale != ckpt:
-            stale.unlink(missing_ok=True)
-    options = dict(
+        return build_model(rec)
+
+
+def training_options(rec: Recipe, prof: Profile) -> tuple[TensorDataset, dict[str, Any]]:
+    """``(train_set, keyword arguments of advcore.train.train)`` that train the recipe's model.
+
+    The one place a recipe becomes a training call: the zoo and the long runs of
+    :mod:`advcore.longrun` both use it, so the same recipe trains the same way everywhere.
+    """
+    train_set, val_set = _training_data(rec, prof)
+    return train_set, dict(
         objective=training.make_objective(rec.objective, **rec.objective_options),
         val_set=val_set, epochs=rec.epochs, batch_size=rec.batch_size, optimizer=rec.optimizer,
         lr=rec.lr, weight_decay=rec.weight_decay, lr_milestones=rec.lr_milestones,
         monitor=_monitor(rec.monitor), eval_train_examples=max(prof.mnist_val // 2, 100),
         eval_batch_size=prof.eval_batch_size, early_stopping=rec.early_stopping, patience=rec.patience,
-        seed=rec.seed, device=device, checkpoint=ckpt, description=f"zoo {name} [{prof.name}]",
+        seed=rec.seed, device=default_device(),
     )
+
+
+def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
+    rec = recipe(name, profile=prof)
+    train_set, options = training_options(rec, prof)
+    device = options["device"]
+    model = initial_model(rec)
+    ckpt = folder / f"training-{key[:16]}.ckpt"
+    for stale in folder.glob("training-*.ckpt"):
+        if stale != ckpt:
+            stale.unlink(missing_ok=True)
+    options.update(checkpoint=ckpt, description=f"zoo {name} [{prof.name}]")
     if prof.name == "gpu":  # the papers' full schedules: say so before the progress bar starts
         print(_long_run_notice(name, prof, ckpt), flush=True)
     started = time.perf_counter()
@@ -394,9 +409,7 @@ def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
         warnings.warn(f"Zoo {name!r}: discarding the unusable training checkpoint {ckpt} ({error}); "
                       "training from scratch.", stacklevel=3)
         ckpt.unlink()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(rec.seed)
-            model = build_model(rec)
+        model = initial_model(rec)
         history = training.train(model, train_set, **options)
     seconds = time.perf_counter() - started
     history.config["zoo"] = {"name": name, "profile": prof.name, "recipe": rec.to_dict()}

@@ -1,0 +1,355 @@
+"""Long training runs made in pieces, each piece committed to git as it finishes.
+
+A paper-scale run (Madry et al.'s PGD training of the MNIST CNN: 100k steps of batch 50,
+about 91 epochs) takes many hours on a CPU, far longer than a build machine lives. So it is
+cut into pieces of a few epochs; after each piece the small state a resume needs is written
+under ``results/runs/<run>/`` and committed, and the next piece -- on any machine, after
+any interruption -- continues from the committed files::
+
+    python -m advcore.longrun status  cnn_pgd           # how far the committed run is
+    python -m advcore.longrun piece   cnn_pgd --epochs 2   # train the next 2 epochs, write them
+
+A run is a zoo recipe at a profile (``advcore.zoo.recipe(name, profile=...)``): the same
+recipe trains the same way here and in the zoo (:func:`advcore.zoo.training_options`).
+
+What is committed per run (small: no optimizer state, weights in float16):
+
+* ``run.json`` -- the recipe and its key, one entry per finished piece (epochs, wall and CPU
+  time, commit, device, threads), every file's SHA-256, and notes on each resume;
+* ``model.pt`` -- the latest weights in float16 (a few MB);
+* ``resume.pt`` -- the random-number states and counters of :func:`advcore.train.train`'s
+  checkpoint (kilobytes);
+* ``history-<NNN>.npz`` -- each piece's per-step records and per-epoch evaluations.
+
+How exact a resume is: within one machine, the full training checkpoint (with Adam's
+moments) is kept in ``ADVCORE_CACHE`` and the next piece continues from it bit for bit.
+When that cache is gone (a new machine), the next piece starts from the committed state:
+the same weights rounded to float16, the same random-number streams, and a *fresh optimizer*
+(Adam's moments are ~26 MB for the CNN: too big to commit per piece). ``run.json`` records
+every such resume, and chapters that show the run say so.
+
+Every committed file is checked against its SHA-256 before use; a damaged or foreign file
+raises :class:`LongRunError` instead of being used. Files are written atomically, weights
+and history first and ``run.json`` last, so an interrupted piece leaves the previous
+complete state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advcore import data, zoo
+from advcore import train as training
+from advcore.profiles import current_profile
+from advcore.results import provenance, results_dir
+
+__all__ = ["LongRunError", "RUNS", "Run", "history", "load_state", "load_weights", "main", "run_dir", "run_piece"]
+
+FORMAT = 1
+
+
+class LongRunError(RuntimeError):
+    """A committed long-run file is missing, damaged or belongs to another recipe."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """A long run: zoo entry ``zoo_name`` trained with ``profile``'s (paper-scale) recipe."""
+
+    zoo_name: str
+    profile: str = "gpu"
+    precision: str | None = None  # None: float32 (bfloat16 pays only with AVX-512 BF16/AMX or on CUDA)
+
+
+#: The committed long runs (run name -> what it trains). The paper-scale recipes are the zoo's
+#: ``gpu`` profile: Madry et al.'s schedule for the CNN (PGD 40 x 0.01 at eps 0.3, Adam 1e-4,
+#: batch 50, 91 epochs over 55,000 images, 5,000 held out).
+RUNS: dict[str, Run] = {
+    "cnn": Run("cnn"),
+    "cnn_pgd": Run("cnn_pgd"),
+}
+
+
+def run_dir(name: str, *, root: str | Path | None = None) -> Path:
+    """``results/runs/<name>``: where run ``name``'s committed pieces live."""
+    _run(name)
+    return (Path(root) if root is not None else results_dir()) / "runs" / name
+
+
+def _run(name: str) -> Run:
+    if name not in RUNS:
+        raise KeyError(f"No long run named {name!r}; choose one of {', '.join(RUNS)}.")
+    return RUNS[name]
+
+
+def _recipe_and_key(name: str) -> tuple[zoo.Recipe, str]:
+    run = _run(name)
+    return zoo.recipe(run.zoo_name, profile=run.profile), zoo.cache_key(run.zoo_name, profile=run.profile)
+
+
+def _sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def _read_verified(folder: Path, filename: str, manifest: dict[str, Any]) -> bytes:
+    expected = manifest.get("files", {}).get(filename)
+    path = folder / filename
+    if expected is None or not path.is_file():
+        raise LongRunError(f"{path} is missing (run.json lists {sorted(manifest.get('files', {}))}); "
+                           "check out the committed results/ again or delete the run folder to start afresh.")
+    content = path.read_bytes()
+    if _sha256(content) != expected:
+        raise LongRunError(f"{path} is damaged: its SHA-256 differs from run.json's. Restore it with "
+                           f"`git checkout -- {path}`; it is not used.")
+    return content
+
+
+def load_state(name: str, *, root: str | Path | None = None) -> dict[str, Any] | None:
+    """The committed ``run.json`` of run ``name`` (verified), or ``None`` before the first piece.
+
+    Raises:
+        LongRunError: the run folder belongs to another recipe or a file is damaged.
+    """
+    folder = run_dir(name, root=root)
+    path = folder / "run.json"
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ValueError("not a long-run manifest of this format")
+    except ValueError as error:
+        raise LongRunError(f"{path} is unreadable ({error}); restore it from git.") from error
+    _, key = _recipe_and_key(name)
+    if manifest.get("key") != key:
+        raise LongRunError(
+            f"{folder} holds a run of another recipe (key {str(manifest.get('key'))[:12]}, the code's "
+            f"recipe has {key[:12]}); the recipe changed since it was committed. Move the folder away "
+            "to start the new recipe, or check out the commit that made it."
+        )
+    for filename in manifest["files"]:
+        _read_verified(folder, filename, manifest)
+    return manifest
+
+
+def load_weights(name: str, *, root: str | Path | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The committed model of run ``name`` (float16 weights, verified, loaded without unpickling code).
+
+    Raises:
+        LongRunError: nothing committed yet, or a damaged file.
+    """
+    manifest = load_state(name, root=root)
+    if manifest is None:
+        raise LongRunError(f"Run {name!r} has no committed piece yet: `python -m advcore.longrun piece {name}`.")
+    rec, _ = _recipe_and_key(name)
+    content = _read_verified(run_dir(name, root=root), "model.pt", manifest)
+    state = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+    model = zoo.build_model(rec)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.to(device).eval()
+
+
+def _cache_checkpoint(name: str, key: str) -> Path:
+    return data.cache_dir() / "longrun" / name / f"training-{key[:16]}.ckpt"
+
+
+def _rebuild_checkpoint(name: str, manifest: dict[str, Any], path: Path, *, root: str | Path | None) -> None:
+    """A training checkpoint from the committed files: no optimizer state (see the module docstring)."""
+    folder = run_dir(name, root=root)
+    resume = torch.load(io.BytesIO(_read_verified(folder, "resume.pt", manifest)), weights_only=True)
+    weights = torch.load(io.BytesIO(_read_verified(folder, "model.pt", manifest)), weights_only=True)
+    histories = [training.History.from_dict(_history_from_npz(_read_verified(folder, piece["history"], manifest)))
+                 for piece in manifest["pieces"]]
+    history = histories[0]
+    for later in histories[1:]:
+        for table, more in ((history.steps, later.steps), (history.epochs, later.epochs)):
+            for column, values in more.items():
+                table[column].extend(values)
+    training.save_checkpoint(path, {
+        **resume, "model": {k: v.float() if v.is_floating_point() else v for k, v in weights.items()},
+        "optimizer": None, "best_model": None, "history": {**history.to_dict(), "config": resume["config"]},
+    })
+
+
+def _history_npz(history: training.History, first_epoch: int) -> bytes:
+    """The per-step and per-epoch records of epochs after ``first_epoch``, as a float32 NPZ."""
+    steps = [i for i, epoch in enumerate(history.steps["epoch"]) if epoch > first_epoch]
+    epochs = [i for i, epoch in enumerate(history.epochs["epoch"]) if epoch > first_epoch]
+    arrays = {f"steps.{k}": np.asarray([v[i] for i in steps], dtype=np.float32) for k, v in history.steps.items()}
+    arrays.update({f"epochs.{k}": np.asarray([v[i] for i in epochs], dtype=np.float64)
+                   for k, v in history.epochs.items()})
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _history_from_npz(content: bytes) -> dict[str, Any]:
+    with np.load(io.BytesIO(content), allow_pickle=False) as arrays:
+        table = {name: arrays[name].tolist() for name in arrays.files}
+    return {"steps": {k[6:]: v for k, v in table.items() if k.startswith("steps.")},
+            "epochs": {k[7:]: v for k, v in table.items() if k.startswith("epochs.")}, "config": {}}
+
+
+def history(name: str, *, root: str | Path | None = None) -> training.History:
+    """The committed run's whole training history (all pieces, in order)."""
+    manifest = load_state(name, root=root)
+    if manifest is None:
+        raise LongRunError(f"Run {name!r} has no committed piece yet.")
+    folder = run_dir(name, root=root)
+    result = training.History()
+    for piece in manifest["pieces"]:
+        part = _history_from_npz(_read_verified(folder, piece["history"], manifest))
+        for table, more in ((result.steps, part["steps"]), (result.epochs, part["epochs"])):
+            for column, values in more.items():
+                table[column].extend(values)
+    result.config = manifest.get("train_config", {})
+    return result
+
+
+def run_piece(name: str, *, epochs: int, root: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train run ``name`` for up to ``epochs`` more epochs and write the piece; return its entry.
+
+    Continues from the local full checkpoint when it is at least as far as the committed
+    state (exact), else from the committed files (fresh optimizer; recorded). Returns the
+    piece's entry of ``run.json`` (``{"finished": True}`` alone when the run was complete).
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}.")
+    run = _run(name)
+    rec, key = _recipe_and_key(name)
+    if rec.early_stopping:
+        raise ValueError(f"Run {name!r} uses early stopping, whose best weights are not committed per piece.")
+    folder = run_dir(name, root=root)
+    manifest = load_state(name, root=root)
+    done = 0 if manifest is None else manifest["epochs_done"]
+    if done >= rec.epochs:
+        return {"finished": True}
+    checkpoint = _cache_checkpoint(name, key)
+    notes = [] if manifest is None else list(manifest.get("notes", []))
+    if manifest is None:
+        checkpoint.unlink(missing_ok=True)  # nothing committed: start from the recipe's seed
+    elif not _local_checkpoint_matches(checkpoint, done, folder, manifest):
+        _rebuild_checkpoint(name, manifest, checkpoint, root=root)
+        notes.append(f"epoch {done}: resumed from the committed float16 weights with a fresh optimizer "
+                     f"(no local checkpoint at that epoch)")
+    prof = current_profile(run.profile)
+    train_set, options = zoo.training_options(rec, prof)
+    until = min(done + epochs, rec.epochs)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    history_ = training.train(zoo.initial_model(rec), train_set, **options, checkpoint=checkpoint, until_epoch=until,
+                              precision=run.precision, progress=progress,
+                              description=f"longrun {name} epochs {done + 1}-{until} of {rec.epochs}")
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return _write_piece(name, folder, rec, key, manifest, checkpoint, history_, done, until, wall, cpu, notes)
+
+
+def _local_checkpoint_matches(path: Path, epoch: int, folder: Path, manifest: dict[str, Any]) -> bool:
+    """Whether the cache's full checkpoint is the committed state (same epoch, same weights)."""
+    if not path.exists():
+        return False
+    try:
+        state = training.load_checkpoint(path)
+    except (training.CheckpointError, RuntimeError):
+        return False  # damaged: never used; the committed state takes over
+    if state.get("epoch") != epoch:
+        return False
+    committed = torch.load(io.BytesIO(_read_verified(folder, "model.pt", manifest)), weights_only=True)
+    return all(torch.equal(value.half() if value.is_floating_point() else value, committed[name])
+               for name, value in state["model"].items())
+
+
+def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: dict[str, Any] | None,
+                 checkpoint: Path, history_: training.History, done: int, until: int, wall: float, cpu: float,
+                 notes: list[str]) -> dict[str, Any]:
+    state = training.load_checkpoint(checkpoint)
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    resume = {k: v for k, v in state.items() if k not in ("model", "optimizer", "best_model", "history")}
+    resume["config"] = state["history"]["config"]
+    index = 0 if manifest is None else len(manifest["pieces"])
+    files = {"model.pt": _saved(weights), "resume.pt": _saved(resume),
+             f"history-{index:03d}.npz": _history_npz(history_, done)}
+    for filename, content in files.items():
+        training.atomic_write_bytes(folder / filename, content)
+    piece = {
+        "index": index, "epochs": [done + 1, until], "history": f"history-{index:03d}.npz",
+        "wall_time_s": round(wall, 1), "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
+        **{k: v for k, v in provenance(profile=_run(name).profile, wall_time_s=wall).items()
+           if k in ("device", "torch", "git_commit", "created_utc", "command")},
+        "last_epoch": {k: v[-1] for k, v in history_.epochs.items() if v},
+    }
+    previous = {} if manifest is None else manifest
+    all_files = {**previous.get("files", {}), **{f: _sha256(c) for f, c in files.items()}}
+    new_manifest = {
+        "format": FORMAT, "name": name, "zoo_name": rec.name, "profile": _run(name).profile, "key": key,
+        "recipe": rec.to_dict(), "precision": _run(name).precision, "epochs_total": rec.epochs,
+        "epochs_done": until, "pieces": [*previous.get("pieces", []), piece], "files": all_files,
+        "notes": notes, "train_config": resume["config"],
+    }
+    training.atomic_write_bytes(folder / "run.json", json.dumps(new_manifest, indent=1).encode())
+    return piece
+
+
+def _saved(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m advcore.longrun", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    piece = commands.add_parser("piece", help="train the next piece of a run and write it under results/runs/")
+    piece.add_argument("run", choices=sorted(RUNS))
+    piece.add_argument("--epochs", type=int, default=1, help="epochs in this piece (keep it well under 90 min)")
+    piece.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    piece.add_argument("--root", default=None, help="results folder (default: the checkout's results/)")
+    piece.add_argument("--commit", action="store_true", help="git add and commit the run folder when done")
+    status = commands.add_parser("status", help="what the committed run holds")
+    status.add_argument("run", choices=sorted(RUNS))
+    status.add_argument("--root", default=None)
+    args = parser.parse_args(argv)
+    if args.command == "status":
+        manifest = load_state(args.run, root=args.root)
+        if manifest is None:
+            print(f"{args.run}: no piece committed yet")
+            return 0
+        print(f"{args.run}: {manifest['epochs_done']} of {manifest['epochs_total']} epochs in "
+              f"{len(manifest['pieces'])} piece(s); last: {manifest['pieces'][-1]['last_epoch']}")
+        for note in manifest["notes"]:
+            print(f"  note: {note}")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    entry = run_piece(args.run, epochs=args.epochs, root=args.root)
+    if entry.get("finished"):
+        print(f"{args.run}: already finished; nothing to do")
+        return 0
+    last = entry["last_epoch"]
+    print(f"{args.run}: piece {entry['index']} done, epochs {entry['epochs'][0]}-{entry['epochs'][1]} in "
+          f"{entry['wall_time_s'] / 60:.1f} min ({entry['cpu_time_s'] / 60:.1f} CPU min); validation accuracy "
+          f"clean {last.get('val_clean_acc', float('nan')):.4f}, adversarial {last.get('val_adv_acc', float('nan')):.4f}",
+          flush=True)
+    if args.commit:
+        folder = run_dir(args.run, root=args.root)
+        subprocess.run(["git", "add", "--", str(folder)], check=True)
+        subprocess.run(["git", "commit", "-q", "-m", f"results/runs/{args.run}: piece {entry['index']} "
+                        f"(epochs {entry['epochs'][0]}-{entry['epochs'][1]}, {entry['wall_time_s'] / 60:.0f} min)",
+                        "--", str(folder)], check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

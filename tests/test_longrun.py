@@ -1,0 +1,89 @@
+"""Long runs in committed pieces (advcore.longrun): resume exactly on one machine, resume from
+the committed files alone on another, and never use a damaged or foreign file.
+
+The runs here are the smoke profile's softmax regression (two epochs of 1,000 images), so a
+piece takes a second; the paper-scale runs use the same code with the ``gpu`` recipes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from advcore import longrun, zoo
+
+
+@pytest.fixture()
+def tiny_run(monkeypatch, tmp_path):
+    """A two-epoch run registered as ``tiny``, results in a temporary folder, its own cache."""
+    monkeypatch.setitem(longrun.RUNS, "tiny", longrun.Run("softmax", profile="smoke"))
+    monkeypatch.setattr(longrun, "_cache_checkpoint", lambda name, key: tmp_path / "cache" / f"{name}-{key[:8]}.ckpt")
+    return tmp_path / "results"
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_two_pieces_equal_one_uninterrupted_run(tiny_run) -> None:
+    first = longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    assert first["epochs"] == [1, 1] and longrun.load_state("tiny", root=tiny_run)["epochs_done"] == 1
+    second = longrun.run_piece("tiny", epochs=5, root=tiny_run, progress=False)
+    assert second["epochs"] == [2, 2]  # clipped to the recipe's 2 epochs
+    assert longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False) == {"finished": True}
+
+    rec = zoo.recipe("softmax", profile="smoke")
+    train_set, options = zoo.training_options(rec, zoo.current_profile("smoke"))
+    reference = zoo.initial_model(rec)
+    from advcore import train
+
+    reference_history = train.train(reference, train_set, **options, progress=False)
+    committed = longrun.load_weights("tiny", root=tiny_run)
+    for name, value in weights(reference).items():  # the committed copy is float16
+        assert torch.equal(value.half().float(), committed.state_dict()[name]), name
+    history = longrun.history("tiny", root=tiny_run)
+    assert history.steps["loss"] == pytest.approx(reference_history.steps["loss"], rel=1e-6)
+    assert history.epochs["val_clean_acc"] == reference_history.epochs["val_clean_acc"]
+    manifest = longrun.load_state("tiny", root=tiny_run)
+    assert manifest["notes"] == [] and len(manifest["pieces"]) == 2
+
+
+def test_a_new_machine_resumes_from_the_committed_files_and_says_so(tiny_run, tmp_path) -> None:
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    for checkpoint in (tmp_path / "cache").glob("*.ckpt"):
+        checkpoint.unlink()  # the cache is gone; git still has the piece
+    piece = longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    manifest = longrun.load_state("tiny", root=tiny_run)
+    assert piece["epochs"] == [2, 2] and manifest["epochs_done"] == 2
+    assert any("fresh optimizer" in note for note in manifest["notes"])
+    assert len(longrun.history("tiny", root=tiny_run).epochs["epoch"]) == 2
+
+
+def test_damaged_or_foreign_files_are_never_used(tiny_run, monkeypatch) -> None:
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    folder = longrun.run_dir("tiny", root=tiny_run)
+    model_file = folder / "model.pt"
+    content = bytearray(model_file.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(content))
+    with pytest.raises(longrun.LongRunError, match="damaged"):
+        longrun.load_weights("tiny", root=tiny_run)
+    with pytest.raises(longrun.LongRunError, match="damaged"):
+        longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+
+    manifest = json.loads((folder / "run.json").read_text())
+    manifest["key"] = "0" * 64
+    (folder / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(longrun.LongRunError, match="another recipe"):
+        longrun.load_state("tiny", root=tiny_run)
+
+
+def test_bad_arguments_say_what_to_do(tiny_run) -> None:
+    with pytest.raises(ValueError, match="whole number"):
+        longrun.run_piece("tiny", epochs=1.5, root=tiny_run)  # type: ignore[arg-type]
+    with pytest.raises(KeyError, match="choose one of"):
+        longrun.run_piece("no_such_run", epochs=1, root=tiny_run)
+    with pytest.raises(longrun.LongRunError, match="no committed piece"):
+        longrun.load_weights("tiny", root=tiny_run)
