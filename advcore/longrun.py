@@ -8,6 +8,7 @@ any interruption -- continues from the committed files::
 
     python -m advcore.longrun status  cnn_pgd           # how far the committed run is
     python -m advcore.longrun piece   cnn_pgd --epochs 2   # train the next 2 epochs, write them
+    python -m advcore.longrun landscape cnn_pgd --image 0 --block 3   # 10^4 more restarts of image 0
 
 A run is a zoo recipe at a profile (``advcore.zoo.recipe(name, profile=...)``): the same
 recipe trains the same way here and in the zoo (:func:`advcore.zoo.training_options`).
@@ -54,7 +55,10 @@ from advcore import train as training
 from advcore.profiles import current_profile
 from advcore.results import provenance, results_dir
 
-__all__ = ["LongRunError", "RUNS", "Run", "history", "load_state", "load_weights", "main", "run_dir", "run_piece"]
+__all__ = [
+    "LANDSCAPE", "LongRunError", "RUNS", "Run", "history", "landscape_piece", "load_landscape", "load_state",
+    "load_weights", "main", "run_dir", "run_piece",
+]
 
 FORMAT = 1
 
@@ -306,6 +310,107 @@ def _saved(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
+# =========================================================================== the landscape in pieces
+
+#: Madry et al.'s landscape experiment (Sec. 3 / Appendix A of the ICLR version): PGD from 10^5
+#: uniformly random starts in the eps-ball, per example, until the loss plateaus. 40 steps of
+#: 0.01 (the training attack; the loss has plateaued by then in our traces) instead of 100,
+#: to fit a CPU; 10^4 restarts per piece (about 10 minutes of one core on an AVX2 CPU).
+LANDSCAPE: dict[str, Any] = {
+    "eps": 0.3, "step_size": 0.01, "steps": 40, "restarts": 100_000, "block": 10_000,
+    "images": 5, "traced": 20, "seed": 0,
+}
+
+
+def _landscape_dir(model_run: str, root: str | Path | None) -> Path:
+    return run_dir(model_run, root=root) / "landscape"
+
+
+def landscape_piece(model_run: str, *, image: int, block: int, root: str | Path | None = None,
+                    settings: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Restarts ``[block * B, (block + 1) * B)`` of MNIST test image ``image`` on run ``model_run``'s model.
+
+    Each piece draws its starts from its own seed (``settings["seed"]``, image, block), so the
+    pieces can be made in any order, on any machine, and together are ``settings["restarts"]``
+    independent uniform starts. Block 0 also traces the loss of its first ``traced`` restarts
+    at every iterate. Writes ``landscape/img<k>-block<b>.npz`` (final losses and predictions)
+    and records it, with its SHA-256 and provenance, in ``landscape/landscape.json``.
+    """
+    from advcore.landscape import pgd_landscape
+
+    settings = {**LANDSCAPE, **(settings or {})}
+    blocks = -(-settings["restarts"] // settings["block"])
+    if not (0 <= image < settings["images"]) or not (0 <= block < blocks):
+        raise ValueError(f"image must be in [0, {settings['images']}) and block in [0, {blocks}), got {image}, {block}.")
+    model = load_weights(model_run, root=root)
+    x, y = data.load_mnist("test", limit=settings["images"]).tensors
+    restarts = min(settings["block"], settings["restarts"] - block * settings["block"])
+    generator = torch.Generator().manual_seed(settings["seed"] * 1_000_003 + image * 10_007 + block)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = pgd_landscape(model, x[image:image + 1], y[image:image + 1], eps=settings["eps"],
+                           step_size=settings["step_size"], steps=settings["steps"], restarts=restarts,
+                           traced=settings["traced"] if block == 0 else 0, keep_deltas=0, generator=generator,
+                           progress=progress)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    arrays = {"final_losses": result.final_losses[0].numpy(), "final_predictions": result.final_predictions[0].numpy(),
+              "traces": result.traces[0].numpy(), "label": np.asarray(int(y[image]))}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    folder = _landscape_dir(model_run, root)
+    filename = f"img{image}-block{block:03d}.npz"
+    training.atomic_write_bytes(folder / filename, buffer.getvalue())
+    manifest = _landscape_manifest(folder, settings)
+    manifest["model"] = {"run": model_run, "weights_sha256": load_state(model_run, root=root)["files"]["model.pt"]}
+    manifest["pieces"][filename] = {
+        "image": image, "block": block, "restarts": restarts, "sha256": _sha256(buffer.getvalue()),
+        "wall_time_s": round(wall, 1), "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
+        **{k: v for k, v in provenance(profile="gpu", wall_time_s=wall).items()
+           if k in ("device", "torch", "git_commit", "created_utc")},
+    }
+    training.atomic_write_bytes(folder / "landscape.json", json.dumps(manifest, indent=1).encode())
+    return manifest["pieces"][filename]
+
+
+def _landscape_manifest(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    path = folder / "landscape.json"
+    if not path.exists():
+        return {"format": FORMAT, "settings": settings, "pieces": {}}
+    manifest = json.loads(path.read_text())
+    if manifest.get("settings") != settings:
+        raise LongRunError(f"{path} was made with other settings ({manifest.get('settings')}); move it away "
+                           "to start a landscape with the new ones.")
+    return manifest
+
+
+def load_landscape(model_run: str, *, root: str | Path | None = None) -> dict[str, Any] | None:
+    """The committed landscape pieces of ``model_run``, gathered per image (verified), or None.
+
+    Returns ``{"settings", "images": {k: {"final_losses" (R_k,), "final_predictions" (R_k,),
+    "traces" (T, steps + 1), "label", "restarts"}}, "pieces"}``; ``R_k`` counts the restarts
+    committed so far for image ``k`` (blocks in order).
+    """
+    folder = _landscape_dir(model_run, root)
+    if not (folder / "landscape.json").exists():
+        return None
+    manifest = json.loads((folder / "landscape.json").read_text())
+    images: dict[int, dict[str, Any]] = {}
+    for filename, piece in sorted(manifest["pieces"].items(), key=lambda kv: (kv[1]["image"], kv[1]["block"])):
+        content = _read_verified(folder, filename, {"files": {filename: piece["sha256"]}})
+        with np.load(io.BytesIO(content), allow_pickle=False) as arrays:
+            entry = images.setdefault(piece["image"], {"final_losses": [], "final_predictions": [],
+                                                       "label": int(arrays["label"]), "traces": None})
+            entry["final_losses"].append(arrays["final_losses"])
+            entry["final_predictions"].append(arrays["final_predictions"])
+            if piece["block"] == 0:
+                entry["traces"] = arrays["traces"]
+    for entry in images.values():
+        entry["final_losses"] = np.concatenate(entry["final_losses"])
+        entry["final_predictions"] = np.concatenate(entry["final_predictions"])
+        entry["restarts"] = len(entry["final_losses"])
+    return {"settings": manifest["settings"], "images": images, "pieces": manifest["pieces"],
+            "model": manifest.get("model")}
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -317,6 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     piece.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     piece.add_argument("--root", default=None, help="results folder (default: the checkout's results/)")
     piece.add_argument("--commit", action="store_true", help="git add and commit the run folder when done")
+    scape = commands.add_parser("landscape", help="one piece of the 10^5-restart landscape on a run's model")
+    scape.add_argument("run", choices=sorted(RUNS))
+    scape.add_argument("--image", type=int, required=True, help=f"MNIST test image, 0-{LANDSCAPE['images'] - 1}")
+    scape.add_argument("--block", type=int, required=True,
+                       help=f"which {LANDSCAPE['block']:,} restarts (0-{LANDSCAPE['restarts'] // LANDSCAPE['block'] - 1})")
+    scape.add_argument("--threads", type=int, default=None)
+    scape.add_argument("--root", default=None)
     status = commands.add_parser("status", help="what the committed run holds")
     status.add_argument("run", choices=sorted(RUNS))
     status.add_argument("--root", default=None)
@@ -333,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.command == "landscape":
+        piece = landscape_piece(args.run, image=args.image, block=args.block, root=args.root)
+        print(f"{args.run}: landscape image {args.image}, block {args.block}: {piece['restarts']:,} restarts in "
+              f"{piece['wall_time_s'] / 60:.1f} min ({piece['cpu_time_s'] / 60:.1f} CPU min)", flush=True)
+        return 0
     entry = run_piece(args.run, epochs=args.epochs, root=args.root)
     if entry.get("finished"):
         print(f"{args.run}: already finished; nothing to do")

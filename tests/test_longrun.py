@@ -87,3 +87,26 @@ def test_bad_arguments_say_what_to_do(tiny_run) -> None:
         longrun.run_piece("no_such_run", epochs=1, root=tiny_run)
     with pytest.raises(longrun.LongRunError, match="no committed piece"):
         longrun.load_weights("tiny", root=tiny_run)
+
+
+def test_landscape_pieces_in_any_order_gather_into_one_verified_result(tiny_run) -> None:
+    longrun.run_piece("tiny", epochs=2, root=tiny_run, progress=False)
+    settings = {"restarts": 48, "block": 20, "images": 2, "steps": 3, "traced": 4, "step_size": 0.1}
+    second = longrun.landscape_piece("tiny", image=1, block=2, root=tiny_run, settings=settings, progress=False)
+    assert second["restarts"] == 8  # the last block holds what is left of 48
+    for block in (1, 0):
+        longrun.landscape_piece("tiny", image=1, block=block, root=tiny_run, settings=settings, progress=False)
+    gathered = longrun.load_landscape("tiny", root=tiny_run)["images"][1]
+    assert gathered["restarts"] == 48 and gathered["traces"].shape == (4, 4)
+    assert (gathered["final_losses"][:4] == gathered["traces"][:, -1]).all()
+
+    again = longrun.landscape_piece("tiny", image=1, block=1, root=tiny_run, settings=settings, progress=False)
+    assert again["sha256"] == longrun.load_landscape("tiny", root=tiny_run)["pieces"]["img1-block001.npz"]["sha256"]
+    with pytest.raises(longrun.LongRunError, match="other settings"):
+        longrun.landscape_piece("tiny", image=0, block=0, root=tiny_run, settings={**settings, "steps": 4})
+    with pytest.raises(ValueError, match="block in"):
+        longrun.landscape_piece("tiny", image=0, block=3, root=tiny_run, settings=settings)
+    piece = longrun.run_dir("tiny", root=tiny_run) / "landscape" / "img1-block000.npz"
+    piece.write_bytes(piece.read_bytes()[:-10])
+    with pytest.raises(longrun.LongRunError, match="damaged"):
+        longrun.load_landscape("tiny", root=tiny_run)
