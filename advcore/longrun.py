@@ -98,8 +98,16 @@ def _run(name: str) -> Run:
 
 
 def _recipe_and_key(name: str) -> tuple[zoo.Recipe, str]:
+    """The run's recipe and its key: everything that changes the training, not the recipe's prose note.
+
+    Unlike the zoo's cache key, the key leaves out ``note`` (a wording fix must not orphan hours
+    of committed training) and the zoo's cache format (committed runs have their own, ``FORMAT``).
+    """
     run = _run(name)
-    return zoo.recipe(run.zoo_name, profile=run.profile), zoo.cache_key(run.zoo_name, profile=run.profile)
+    rec = zoo.recipe(run.zoo_name, profile=run.profile)
+    payload = {"format": FORMAT, "profile": run.profile, "precision": run.precision,
+               "recipe": {k: v for k, v in rec.to_dict().items() if k != "note"}}
+    return rec, _sha256(json.dumps(payload, sort_keys=True, default=str).encode())
 
 
 def _sha256(content: bytes) -> str:
