@@ -800,10 +800,11 @@ def train(
         scheduled = hasattr(objective, "at")
         from tqdm.auto import tqdm
 
-        with tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
+        last_epoch = epochs if until_epoch is None else min(until_epoch, epochs)
+        # The bar (and its ETA) covers what this call trains: a piece of a long run, or all of it.
+        with tqdm(total=last_epoch * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
                   desc=description or f"{type(model).__name__} ({objective.name})", unit="step",
                   leave=False, dynamic_ncols=True) as bar:
-            last_epoch = epochs if until_epoch is None else min(until_epoch, epochs)
             for epoch in range(start_epoch, last_epoch):
                 started = time.perf_counter()
                 epoch_lr = _lr_at(epoch, epochs, lr, lr_milestones, lr_gamma)
