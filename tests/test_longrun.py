@@ -110,3 +110,13 @@ def test_landscape_pieces_in_any_order_gather_into_one_verified_result(tiny_run)
     piece.write_bytes(piece.read_bytes()[:-10])
     with pytest.raises(longrun.LongRunError, match="damaged"):
         longrun.load_landscape("tiny", root=tiny_run)
+
+
+def test_the_command_line_prints_a_summary_per_piece_and_the_status(tiny_run, capsys) -> None:
+    assert longrun.main(["status", "tiny", "--root", str(tiny_run)]) == 0
+    assert "no piece committed yet" in capsys.readouterr().out
+    assert longrun.main(["piece", "tiny", "--epochs", "1", "--root", str(tiny_run)]) == 0
+    summary = capsys.readouterr().out
+    assert "piece 0 done, epochs 1-1" in summary and "validation accuracy clean" in summary
+    longrun.main(["status", "tiny", "--root", str(tiny_run)])
+    assert "1 of 2 epochs in 1 piece(s)" in capsys.readouterr().out
