@@ -74,8 +74,9 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 def project_linf(delta: Tensor, eps: float) -> Tensor:
     """Project a perturbation onto the L-infinity ball of radius ``eps``.
 
-    This is the clip of Algorithm 1 (Madry et al. 2018),
-    ``delta = max(min(delta, eps), -eps)``, element-wise.
+    This is the projection of the PGD update (Madry et al. 2018, Sec. 2.1; the clip in
+    Algorithm 1 of Wong, Rice & Kolter 2020), ``delta = max(min(delta, eps), -eps)``,
+    element-wise.
 
     Args:
         delta: perturbation of any shape.
@@ -222,7 +223,7 @@ def pgd(
     generator: torch.Generator | None = None,
     start: Tensor | None = None,
 ) -> Tensor:
-    """Projected gradient descent on the L-infinity ball (Madry et al. 2018, Algorithm 1).
+    """Projected gradient descent on the L-infinity ball (Madry et al. 2018, Sec. 2.1).
 
     For each restart::
 
@@ -250,7 +251,7 @@ def pgd(
         x: float images ``(N, C, H, W)`` in [0, 1].
         y: class indices ``(N,)``: true labels, or targets when ``targeted``.
         eps: L-infinity budget, ``eps >= 0`` (``0`` returns a copy of ``x``).
-        step_size: ``alpha`` of Algorithm 1, ``> 0`` (Madry et al., MNIST: 0.01 for eps 0.3).
+        step_size: the step ``alpha`` of the update, ``> 0`` (Madry et al., MNIST: 0.01 for eps 0.3).
         steps: number of PGD iterations, ``>= 1`` (MNIST: 40 for training, 100 for evaluation).
         random_start: start from a uniform point of the eps-ball instead of ``x``.
         restarts: independent random starts; keep the worst case per example.
@@ -335,7 +336,7 @@ def _iterate(
     final_loss: bool = False,
     on_step: Callable[[int, Tensor], None] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """The inner loop of Algorithm 1 on ``x_adv = x + delta``, shared by FGSM, PGD and the landscape.
+    """The inner loop of PGD (the update rule of Madry et al. 2018, Sec. 2.1) on ``x_adv = x + delta``, shared by FGSM, PGD and the landscape.
 
     ``x_adv`` (our own tensor, updated in place) starts inside the box ``[lower, upper]``.
     Each step: ``x_adv += direction * step_size * sign(grad)``, then clip to the box.

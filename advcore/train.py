@@ -419,7 +419,10 @@ class HiddenFGSMObjective(Objective):
 
 @dataclass(frozen=True)
 class PGDObjective(Objective):
-    """Madry et al.'s adversarial training (Algorithm 1): minimize ``J(x + delta_PGD, y)``.
+    """Madry et al.'s adversarial training (Sec. 2 and 5): minimize ``J(x + delta_PGD, y)``.
+
+    (The lecture's box "Algorithm 1: PGD adversarial training" is Algorithm 1 of Wong, Rice &
+    Kolter 2020; Madry et al. write PGD as an update rule, Sec. 2.1.)
 
     ``delta_PGD`` comes from :func:`advcore.attacks.pgd` (``steps`` signed-gradient steps of
     ``step_size``, projected onto the eps-ball, from a random start). ``alpha > 0`` mixes in
