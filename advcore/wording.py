@@ -62,13 +62,14 @@ def versus_paper(ours: float, key: str, *, tolerance: float = 0.02) -> str:
     return f"{word} the paper's {papers.cite(key)}"
 
 
-def label_change(clean_label: str, adversarial_label: str, *, eps_text: str) -> str:
-    """Chapter 1: did a step of size ``eps_text`` change the model's top label?"""
+def label_change(clean_label: str, adversarial_label: str, *, eps_text: str, detail: str = "") -> str:
+    """Chapter 1: did a step of size ``eps_text`` change the model's top label? ``detail`` is
+    inserted before the closing full stop (e.g. ``" (confidence 97% before, 8% after)"``)."""
     if adversarial_label != clean_label:
         return (f"What reproduces is the phenomenon: a step of {eps_text} per pixel changes the label, "
-                f"from *{clean_label}* to *{adversarial_label}*.")
+                f"from *{clean_label}* to *{adversarial_label}*{detail}.")
     return (f"Here the phenomenon does not reproduce at this size: after a step of {eps_text} per pixel "
-            f"the label is still *{clean_label}*.")
+            f"the label is still *{clean_label}*{detail}.")
 
 
 def paper_ordering(ours_first: float, ours_second: float, *, first: str, second: str,

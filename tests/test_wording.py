@@ -20,6 +20,7 @@ def test_versus_paper_direction() -> None:
 
 def test_label_change_both_outcomes() -> None:
     assert "changes the label" in wording.label_change("panda", "gibbon", eps_text="1/255")
+    assert wording.label_change("panda", "gibbon", eps_text="1/255", detail=" (x)").endswith("*gibbon* (x).")
     same = wording.label_change("panda", "panda", eps_text="1/255")
     assert "does not reproduce" in same and "changes the label" not in same
 
