@@ -292,6 +292,10 @@ _ROWS: list[tuple[str, float, str, str, str, str, str]] = [
      "Table 2", "10_threat_models"),
     ("madry.cifar.transfer_a_nat.pgd7", 0.860, "86.0%",
      "its accuracy under PGD made on A_nat", _MADRY, "Table 2", "10_threat_models"),
+    # --- black-box attacks ------------------------------------------------------------------
+    ("papernot.metamind.substitute_fgsm", 0.8424, "84.24%",
+     "share of the adversarial examples crafted on a substitute that MetaMind's remotely hosted DNN "
+     "misclassifies", "papernot2017practical", "Abstract", "06_transferability"),
     # --- later work that measures Madry et al.'s model ----------------------------------------
     ("autoattack.madry_mnist", 0.8850, "88.50%",
      "accuracy of Madry et al.'s released MNIST model under AutoAttack at eps 0.3 (full test "
@@ -337,6 +341,7 @@ def cite(key: str) -> str:
     """``"93.2% (Madry et al., Table 1)"``-style text for a page: the number and where it is."""
     n = number(key)
     who = {_GF: "Goodfellow et al.", _MADRY: "Madry et al.", _CODE: "MadryLab's released code",
+           "papernot2017practical": "Papernot et al.",
            "croce2020reliable": "Croce & Hein", "engstrom2019robustness": "MadryLab's robustness"
            }.get(n.paper, n.paper)
     return f"{n.text} ({who}, {n.location})"
