@@ -451,8 +451,8 @@ class PGDObjective(Objective):
 
         With ``warmup > 0``, eps and the step size grow linearly from 0 to their values over
         the first ``warmup`` of training (a curriculum; Madry et al. use none). Short CPU
-        budgets need it: PGD training at eps = 0.3 from scratch sits on the constant
-        classifier (loss ln 10) for hundreds of steps.
+        budgets may need it: PGD training at eps = 0.3 from scratch can sit on the constant
+        classifier (loss ln 10) for a long stretch of training.
         """
         if progress >= self.warmup:
             return self
