@@ -68,6 +68,7 @@ __all__ = [
     "fgsm",
     "gradient_sign",
     "linf_box",
+    "margin_loss",
     "pgd",
     "preferred_memory_format",
     "project_linf",
@@ -86,14 +87,31 @@ Precision = Literal["float32", "bfloat16", "float16"]
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 
+def margin_loss(logits: Tensor, y: Tensor, *, confidence: float = 0.0) -> Tensor:
+    """The Carlini-Wagner margin loss, per example, for an untargeted attack to *maximize*.
+
+    ``-max(z_y - max_{j != y} z_j + confidence, 0)`` on the logits ``z``: it rises as the best
+    wrong class closes in on the true one and is 0 once some wrong class leads by at least
+    ``confidence`` (Carlini & Wagner 2017; the "CW" rows of Madry et al. 2018, Table 1, use
+    this loss in PGD, and "CW+" a high confidence, 50 in MadryLab's ``mnist_challenge`` code).
+    Pass it as ``loss_fn=`` to :func:`pgd` or :func:`fgsm`.
+
+    Shapes: ``logits`` (N, C), ``y`` (N,) class indices; returns (N,).
+    """
+    true_logit = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return -(true_logit - others.amax(1) + confidence).clamp_min(0.0)
+
+
 # --------------------------------------------------------------------------- projection
 
 
 def project_linf(delta: Tensor, eps: float) -> Tensor:
     """Project a perturbation onto the L-infinity ball of radius ``eps``.
 
-    This is the clip of Algorithm 1 (Madry et al. 2018),
-    ``delta = max(min(delta, eps), -eps)``, element-wise.
+    This is the projection of the PGD update (Madry et al. 2018, Sec. 2.1; the clip in
+    Algorithm 1 of Wong, Rice & Kolter 2020), ``delta = max(min(delta, eps), -eps)``,
+    element-wise.
 
     Args:
         delta: perturbation of any shape.
@@ -245,7 +263,7 @@ def pgd(
     precision: Precision | None = None,
     on_step: Callable[[int, Tensor], None] | None = None,
 ) -> Tensor:
-    """Projected gradient descent on the L-infinity ball (Madry et al. 2018, Algorithm 1).
+    """Projected gradient descent on the L-infinity ball (Madry et al. 2018, Sec. 2.1).
 
     For each restart::
 
@@ -273,7 +291,7 @@ def pgd(
         x: float images ``(N, C, H, W)`` in [0, 1].
         y: class indices ``(N,)``: true labels, or targets when ``targeted``.
         eps: L-infinity budget, ``eps >= 0`` (``0`` returns a copy of ``x``).
-        step_size: ``alpha`` of Algorithm 1, ``> 0`` (Madry et al., MNIST: 0.01 for eps 0.3).
+        step_size: the step ``alpha`` of the update, ``> 0`` (Madry et al., MNIST: 0.01 for eps 0.3).
         steps: number of PGD iterations, ``>= 1`` (MNIST: 40 for training, 100 for evaluation).
         random_start: start from a uniform point of the eps-ball instead of ``x``.
         restarts: independent random starts; keep the worst case per example.
@@ -415,7 +433,7 @@ def _iterate(
     on_step: Callable[[int, Tensor], None] | None = None,
     check: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
-    """The inner loop of Algorithm 1 on ``x_adv = x + delta``, shared by FGSM, PGD and the landscape.
+    """The inner loop of PGD (the update rule of Madry et al. 2018, Sec. 2.1) on ``x_adv = x + delta``, shared by FGSM, PGD and the landscape.
 
     ``x_adv`` (our own tensor, updated in place) starts inside the box ``[lower, upper]``.
     Each step: ``x_adv += direction * step_size * sign(grad)``, then clip to the box.

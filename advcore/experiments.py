@@ -132,7 +132,8 @@ def _pgd_eval(eps: float, steps: int, restarts: int, step_size: float, device: t
 
 def _eval_step_size(eps: float, steps: int) -> float:
     """Madry et al.'s MNIST step 0.01 when there are enough steps to cross the ball (>= 100 of them:
-    1.0 = 3.3 eps), else ``2.5 eps / steps`` (every budget can still cross it 2.5 times)."""
+    1.0 = 3.3 eps), else ``2.5 eps / steps`` (every budget can still cross it 2.5 times; the rule MadryLab's
+    robustness library states for its evaluations, not Madry et al. 2018)."""
     return 0.01 if eps == MADRY_EPS and steps * 0.01 >= 2.5 * eps else 2.5 * eps / steps
 
 
@@ -196,7 +197,7 @@ def _landscape_piece(model: nn.Module, x: torch.Tensor, y: torch.Tensor, setting
 
 def landscape(profile: Profile | str | None = None, *, device: torch.device | str | None = None,
               progress: bool = False) -> dict[str, Any]:
-    """The landscape of the inner maximization (Madry et al. 2018, Sec. 3 and Fig. 1-2).
+    """The landscape of the inner maximization (Madry et al. 2018, Sec. 3.1 and Fig. 1-2).
 
     For each of ``profile.landscape_examples`` MNIST test images (the first ones both models
     classify correctly) and for the plain and the PGD-trained CNN of the zoo: PGD from
@@ -331,7 +332,7 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
             "standard": training.StandardObjective(),
             f"PGD-{prof.pgd_train_steps_cifar} (this profile's training)": training.PGDObjective(
                 eps=eps, step_size=prof.pgd_train_step_size_cifar, steps=prof.pgd_train_steps_cifar),
-            "PGD-7 (Madry et al.'s code)": training.PGDObjective(eps=eps, step_size=2 / 255, steps=7),
+            "PGD-7 (Madry et al.'s paper)": training.PGDObjective(eps=eps, step_size=2 / 255, steps=7),
         }
 
     out: dict[str, Any] = {"eps": eps, "test_examples": len(test_set), "models": list(names),
@@ -376,7 +377,7 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
 
 def robust_training(profile: Profile | str | None = None, *, device: torch.device | str | None = None,
                     progress: bool = False) -> dict[str, Any]:
-    """PGD adversarial training (Madry et al. 2018, Sec. 4-5): MNIST, and CIFAR-10 when available.
+    """PGD adversarial training (Madry et al. 2018, Sec. 5): MNIST, and CIFAR-10 when available.
 
     For the zoo's plain and PGD-trained models (MNIST: Madry et al.'s CNN, eps 0.3; CIFAR-10:
     a pre-activation ResNet-18, eps 8/255): the per-step training loss (for the PGD-trained

@@ -1,4 +1,4 @@
-"""The landscape of the inner maximization: PGD from many random starts (Madry et al. 2018, Sec. 3).
+"""The landscape of the inner maximization: PGD from many random starts (Madry et al. 2018, Sec. 3.1).
 
 Madry et al. restart PGD from 10^5 uniformly random points of the L-infinity ball around
 an example and find that the final losses are concentrated, without outliers, and that
@@ -113,9 +113,9 @@ def pgd_landscape(
     progress: bool = True,
     precision: str | None = None,
 ) -> Landscape:
-    """PGD from ``restarts`` uniformly random starts per example (Madry et al. 2018, Sec. 3, Fig. 1-2).
+    """PGD from ``restarts`` uniformly random starts per example (Madry et al. 2018, Sec. 3.1, Fig. 1-2).
 
-    Each restart is :func:`advcore.attacks.pgd` with ``restarts=1`` (Algorithm 1, random
+    Each restart is :func:`advcore.attacks.pgd` with ``restarts=1`` (PGD with random
     start, untargeted), run on all restarts at once: rows ``(example, restart)`` are
     processed in chunks of ``chunk_size`` rows, one forward and one backward pass per
     chunk and step. The random starts are drawn row by row in a fixed order and block

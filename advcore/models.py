@@ -1,6 +1,6 @@
 """The models of the lecture, all mapping images in [0, 1] to logits.
 
-* :class:`SoftmaxRegression` -- the "shallow softmax" of Goodfellow et al. (2015), Sec. 5.
+* :class:`SoftmaxRegression` -- the "shallow softmax" of Goodfellow et al. (2015), Sec. 4.
 * :class:`MaxoutMLP` -- Goodfellow et al.'s MNIST maxout network: two maxout hidden layers
   (240 units of 5 pieces by default; the paper's larger model has 1600) with dropout.
 * :class:`HiddenPerturbMLP` -- an MLP with sigmoid or ReLU hidden units whose hidden
@@ -73,7 +73,7 @@ class Normalize(nn.Module):
 class SoftmaxRegression(nn.Module):
     """Multinomial logistic regression on the flattened image: ``logits = W x + b``.
 
-    Goodfellow et al. (2015), Sec. 5: the "shallow softmax" that misclassifies 99.9% of
+    Goodfellow et al. (2015), Sec. 4: the "shallow softmax" that misclassifies 99.9% of
     MNIST test images under FGSM with eps = 0.25 -- a linear model is enough.
     """
 

@@ -54,7 +54,7 @@ class Profile:
     epochs_resnet: int  # CIFAR-10 ResNet
     pgd_train_steps: int  # PGD iterations inside adversarial training (Madry: 40 on MNIST)
     # (training fields added for the zoo, advcore.zoo; batch sizes are per-architecture)
-    pgd_train_step_size: float  # Madry: 0.01 for 40 steps; fewer steps: 2.5 * 0.3 / steps
+    pgd_train_step_size: float  # Madry: 0.01 for 40 steps; fewer: 2.5 * 0.3 / steps (robustness library's rule)
     pgd_train_warmup: float  # fraction of PGD training with eps ramped up from 0 (Madry: none)
     cnn_batch_size: int  # Madry et al.: 50
     resnet_batch_size: int  # Madry et al. (CIFAR-10): 128
@@ -65,7 +65,7 @@ class Profile:
     epochs_mlp_large: int  # its epochs (early stopping keeps the best on adversarial val. error)
     early_stopping_patience: int  # epochs without improvement before stopping (0: never stop)
     epochs_surrogate: int  # the black-box surrogate MLP (trained on the small val. tail)
-    pgd_train_steps_cifar: int  # Madry et al.'s CIFAR-10 code: 7 steps of 2/255 at eps 8/255
+    pgd_train_steps_cifar: int  # Madry et al.'s paper: 7 steps of 2/255 at eps 8/255 (released config: 10)
     pgd_train_step_size_cifar: float
     resnet_width: int  # channels of the ResNet's first stage (standard: 64)
 
@@ -185,7 +185,7 @@ PROFILES: dict[str, Profile] = {
         early_stopping_patience=20,
         epochs_surrogate=50,
         pgd_train_steps_cifar=7,
-        pgd_train_step_size_cifar=2 / 255,  # Madry et al.'s CIFAR-10 code
+        pgd_train_step_size_cifar=2 / 255,  # Madry et al. (paper and released config)
         resnet_width=64,
         pgd_eval_steps=100,
         pgd_eval_restarts=20,

@@ -6,12 +6,18 @@ Objectives (what one step minimizes; ``alpha = 0.5`` as in the lecture):
 * :class:`FGSMObjective` -- Goodfellow et al. (2015), Eq. 6:
   ``J~ = alpha J(x, y) + (1 - alpha) J(x + eps sign(grad_x J(x, y)), y)``.
 * :class:`NoiseObjective` -- the control: the same mix with uniform ``+-eps`` noise.
-* :class:`RotationObjective` -- the control: the same mix with small random rotations.
+* :class:`RotationObjective` -- the control: the same mix with ``x`` rotated by a small
+  angle towards its loss gradient (Goodfellow et al. 2015, Sec. 4 and 6).
 * :class:`ScaledGradientObjective` -- the control: the same mix with
   ``x + eps grad / ||grad||_inf`` (the gradient itself, not its sign).
+
+  Both controls are differentiable adversaries: the loss is differentiated *through* the
+  construction of the perturbation, so "the learning can take the reaction of the adversary
+  into account" (Goodfellow et al. 2015, Sec. 6).
 * :class:`HiddenFGSMObjective` -- the mix with FGSM perturbations of the *hidden*
   activations of a :class:`~advcore.models.HiddenPerturbMLP` (never the output layer).
-* :class:`PGDObjective` -- Madry et al. (2018), Algorithm 1: ``J(x + delta_PGD, y)``.
+* :class:`PGDObjective` -- Madry et al. (2018), Sec. 2: ``J(x + delta_PGD, y)`` (the box
+  "Algorithm 1: PGD adversarial training" of the lecture is Wong, Rice & Kolter 2020).
 
 :func:`train` runs any of them; it records a :class:`History` (per step: the training
 batch's clean and perturbed loss and accuracy; per epoch: clean and adversarial loss and
@@ -182,15 +188,23 @@ def _check_eps(eps: float) -> None:
 
 
 class _MixObjective(Objective):
-    """``alpha J(x, y) + (1 - alpha) J(perturb(x), y)``, both halves in one forward pass."""
+    """``alpha J(x, y) + (1 - alpha) J(perturb(x), y)``, both halves in one forward pass.
+
+    The perturbed input is a constant for the parameter gradient (FGSM, noise) unless the
+    subclass sets ``differentiable = True`` (rotation, scaled gradient): then the gradient
+    also flows through the perturbation's construction.
+    """
 
     alpha: float
+    differentiable = False
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> StepOutput:
-        x_perturbed = self.perturb(model, x, y, generator).detach()
+        x_perturbed = self.perturb(model, x, y, generator)
+        if not self.differentiable:
+            x_perturbed = x_perturbed.detach()
         logits = model(torch.cat([x, x_perturbed]))
         clean_logits, adv_logits = logits[: len(x)], logits[len(x):]
         clean_loss = F.cross_entropy(clean_logits, y)
@@ -253,23 +267,71 @@ def rotate(x: Tensor, degrees: Tensor) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0.0, 1.0)
 
 
+def differentiable_input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """``grad_x J(model(x), y)`` (summed cross-entropy) as a function of the parameters.
+
+    Unlike :func:`input_gradient` the result keeps its graph (``create_graph=True``), so a
+    loss computed from it can be differentiated with respect to the parameters (double
+    backpropagation). The model is in eval mode for this forward pass (dropout off), as in
+    every attack; its mode is restored afterwards. Shape: ``x.shape``.
+    """
+    with attacks.eval_mode(model), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+    return grad
+
+
+def rotate_towards(x: Tensor, direction: Tensor, degrees: float) -> Tensor:
+    """Rotate each example ``x[i]``, as a vector, by ``degrees`` towards ``direction[i]``.
+
+    Goodfellow et al. (2015, Sec. 4): "rotating x by a small angle in the direction of the
+    gradient reliably produces adversarial examples". The rotation is in the plane spanned
+    by ``x[i]`` and ``direction[i]``: with ``u`` the unit part of ``direction[i]`` orthogonal
+    to ``x[i]``, the result is ``cos(a) x[i] + sin(a) ||x[i]|| u``. It keeps the norm
+    ``||x[i]||`` (so scaling the input up does not make it smaller) and is differentiable in
+    ``direction``. The result is clipped to [0, 1] to stay an image.
+
+    Shapes: ``x`` and ``direction`` (N, ...), any trailing shape; returns ``x.shape``.
+    """
+    if x.shape != direction.shape:
+        raise ValueError(f"x {tuple(x.shape)} and direction {tuple(direction.shape)} must have the same shape.")
+    v, d = x.flatten(1), direction.flatten(1)
+    v_norm = v.norm(dim=1, keepdim=True)
+    v_unit = v / v_norm.clamp_min(1e-12)
+    ortho = d - (d * v_unit).sum(1, keepdim=True) * v_unit
+    u = ortho / ortho.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    angle = math.radians(degrees)
+    rotated = math.cos(angle) * v + math.sin(angle) * v_norm * u
+    return rotated.view_as(x).clamp(0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class RotationObjective(_MixObjective):
-    """The control of Goodfellow et al.: the mix with images rotated by ``U(-degrees, degrees)``."""
+    """The control of Goodfellow et al. (2015, Sec. 6): the mix with a rotation adversary.
+
+    The paper: "If we instead [use] adversarial examples based on small rotations or addition
+    of the scaled gradient, then the perturbation process is itself differentiable and the
+    learning can take the reaction of the adversary into account." It gives no angle and no
+    further detail; Sec. 4 says "rotating x by a small angle in the direction of the
+    gradient". Our reading: each example, as a vector, is rotated by ``degrees`` towards its
+    input gradient (:func:`rotate_towards`), and the loss is differentiated through the
+    gradient (:func:`differentiable_input_gradient`). ``degrees`` is our choice.
+    """
 
     degrees: float = 15.0
     alpha: float = 0.5
     monitor_eps: float = 0.25  # only for the history's adversarial columns
     name = "rotation"
+    differentiable = True
 
     def __post_init__(self) -> None:
         _check_alpha(self.alpha)
-        if not 0 <= self.degrees <= 180:
-            raise ValueError(f"degrees must be in [0, 180], got {self.degrees}.")
+        if not 0 <= self.degrees <= 90:
+            raise ValueError(f"degrees must be in [0, 90] (a small angle), got {self.degrees}.")
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        angles = torch.empty(len(x), device=generator.device).uniform_(-self.degrees, self.degrees, generator=generator)
-        return rotate(x, angles.to(x.device))
+        return rotate_towards(x, differentiable_input_gradient(model, x, y), self.degrees)
 
     def monitor(self) -> MonitorAttack:
         return FGSMAttack(self.monitor_eps)
@@ -284,26 +346,34 @@ def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return grad
 
 
+def scaled_gradient_step(x: Tensor, grad: Tensor, eps: float) -> Tensor:
+    """``clip(x + eps grad / ||grad||_inf, 0, 1)`` per example: FGSM's L-inf size, the gradient's shape."""
+    scale = grad.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+    return (x + eps * grad / scale).clamp(0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class ScaledGradientObjective(_MixObjective):
-    """The control of Goodfellow et al.: the mix with ``x + eps grad / ||grad||_inf``.
+    """The control of Goodfellow et al. (2015, Sec. 6): the mix with ``x + eps grad / ||grad||_inf``.
 
-    Each example's input gradient is scaled so its largest entry is ``eps`` -- the same
-    L-infinity size as FGSM, but along the gradient rather than its sign.
+    The paper says only "addition of the scaled gradient"; the scale is our choice: each
+    example's input gradient is scaled so its largest entry is ``eps`` -- the same
+    L-infinity size as FGSM, but along the gradient rather than its sign. The loss is
+    differentiated through the gradient (double backpropagation), so "the learning can take
+    the reaction of the adversary into account".
     """
 
     eps: float = 0.25
     alpha: float = 0.5
     name = "scaled_gradient"
+    differentiable = True
 
     def __post_init__(self) -> None:
         _check_eps(self.eps)
         _check_alpha(self.alpha)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        grad = input_gradient(model, x, y)
-        scale = grad.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-        return (x + self.eps * grad / scale).clamp(0.0, 1.0)
+        return scaled_gradient_step(x, differentiable_input_gradient(model, x, y), self.eps)
 
     def monitor(self) -> MonitorAttack:
         return FGSMAttack(self.eps)
@@ -349,7 +419,10 @@ class HiddenFGSMObjective(Objective):
 
 @dataclass(frozen=True)
 class PGDObjective(Objective):
-    """Madry et al.'s adversarial training (Algorithm 1): minimize ``J(x + delta_PGD, y)``.
+    """Madry et al.'s adversarial training (Sec. 2 and 5): minimize ``J(x + delta_PGD, y)``.
+
+    (The lecture's box "Algorithm 1: PGD adversarial training" is Algorithm 1 of Wong, Rice &
+    Kolter 2020; Madry et al. write PGD as an update rule, Sec. 2.1.)
 
     ``delta_PGD`` comes from :func:`advcore.attacks.pgd` (``steps`` signed-gradient steps of
     ``step_size``, projected onto the eps-ball, from a random start). ``alpha > 0`` mixes in
@@ -378,8 +451,8 @@ class PGDObjective(Objective):
 
         With ``warmup > 0``, eps and the step size grow linearly from 0 to their values over
         the first ``warmup`` of training (a curriculum; Madry et al. use none). Short CPU
-        budgets need it: PGD training at eps = 0.3 from scratch sits on the constant
-        classifier (loss ln 10) for hundreds of steps.
+        budgets may need it: PGD training at eps = 0.3 from scratch can sit on the constant
+        classifier (loss ln 10) for a long stretch of training.
         """
         if progress >= self.warmup:
             return self

@@ -63,7 +63,7 @@ MNIST_EPS = 0.25  # Goodfellow et al.: FGSM eps on MNIST
 MADRY_EPS = 0.3  # Madry et al.: MNIST eps
 CIFAR_EPS = 8 / 255  # Madry et al.: CIFAR-10 eps
 ALPHA = 0.5  # the lecture: J~ = alpha J(x) + (1 - alpha) J(x_adv), alpha = 0.5
-ROTATION_DEGREES = 15.0  # the "small rotations" control: uniform in [-15, 15] degrees
+ROTATION_DEGREES = 15.0  # the "small rotations" control: angle of the rotation towards the gradient
 HIDDEN_EPS = 0.1  # FGSM size on hidden activations (sigmoid units live in [0, 1])
 
 
@@ -116,8 +116,14 @@ def _pgd_monitor(profile: Profile) -> dict[str, Any]:
             "steps": profile.pgd_train_steps}
 
 
+_MAXOUT_NOTE = "Adam instead of the paper's SGD with momentum and max-norm constraints."
+_SMOOTH_NOTE = (" Differentiable adversary (Goodfellow et al. 2015, Sec. 6): the loss is differentiated "
+                "through the perturbation's construction; the paper gives no size, {size} is our choice.")
+
+
 def _maxout(profile: Profile, name: str, objective: str, options: dict[str, Any], *, seed: int = 0,
-            hidden: int = 240, early_stopping: bool = False, epochs: int | None = None) -> Recipe:
+            hidden: int = 240, early_stopping: bool = False, epochs: int | None = None,
+            note: str = "") -> Recipe:
     return Recipe(
         name=name, architecture="maxout",
         architecture_options={"hidden": hidden, "pieces": 5, "layers": 2, "input_dropout": 0.2, "dropout": 0.5},
@@ -126,7 +132,7 @@ def _maxout(profile: Profile, name: str, objective: str, options: dict[str, Any]
         lr=profile.lr_mlp, early_stopping=early_stopping,
         patience=(profile.early_stopping_patience or None) if early_stopping else None,
         seed=seed, sizes=_mnist_sizes(profile),
-        note="Adam instead of the paper's SGD with momentum and max-norm constraints.",
+        note=_MAXOUT_NOTE + note,
     )
 
 
@@ -163,9 +169,10 @@ def _resnet(profile: Profile, name: str, objective: str, options: dict[str, Any]
         epochs=profile.epochs_resnet, batch_size=profile.resnet_batch_size, optimizer="sgd",
         lr=profile.lr_resnet, weight_decay=2e-4, lr_milestones=(0.5, 0.75), data="cifar10",
         sizes={"cifar_train": profile.cifar_train},
-        note=("Madry et al.'s released CIFAR-10 setup trains with 7 PGD steps of 2/255 at eps 8/255 "
-              "(the lecture's '40 steps of 0.02' is not what their code does); a pre-activation "
-              "ResNet-18 instead of their wide ResNet."),
+        note=("Madry et al.'s paper (Sec. 5) trains CIFAR-10 with 7 PGD steps of 2/255 at eps 8/255; "
+              "their released cifar10_challenge/config.json says 10 steps of 2/255. We use the "
+              "paper's 7 (fewer in the small profiles). The lecture's '40 steps of 0.02' is "
+              "neither. A pre-activation ResNet-18 instead of their wide ResNet."),
     )
 
 
@@ -188,9 +195,14 @@ def _recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
             profile, "maxout1600_fgsm_es", "fgsm", fgsm, hidden=profile.maxout_large_units,
             early_stopping=True, epochs=profile.epochs_mlp_large),
         "maxout_noise": lambda: _maxout(profile, "maxout_noise", "noise", fgsm),
-        "maxout_rotation": lambda: _maxout(profile, "maxout_rotation", "rotation",
-                                           {"degrees": ROTATION_DEGREES, "alpha": ALPHA, "monitor_eps": MNIST_EPS}),
-        "maxout_scaledgrad": lambda: _maxout(profile, "maxout_scaledgrad", "scaled_gradient", fgsm),
+        "maxout_rotation": lambda: _maxout(
+            profile, "maxout_rotation", "rotation",
+            {"degrees": ROTATION_DEGREES, "alpha": ALPHA, "monitor_eps": MNIST_EPS},
+            note=" Each image, as a vector, is rotated towards its input gradient."
+            + _SMOOTH_NOTE.format(size=f"the angle {ROTATION_DEGREES:g} degrees")),
+        "maxout_scaledgrad": lambda: _maxout(
+            profile, "maxout_scaledgrad", "scaled_gradient", fgsm,
+            note=_SMOOTH_NOTE.format(size="the scale (largest pixel change = eps)")),
         "maxout_seed1": lambda: _maxout(profile, "maxout_seed1", "standard", {}, seed=1),
         "sigmoid_mlp": lambda: _mlp(profile, "sigmoid_mlp", "sigmoid", "standard", {}),
         "sigmoid_mlp_hidden": lambda: _mlp(profile, "sigmoid_mlp_hidden", "sigmoid", "hidden_fgsm",
@@ -201,6 +213,9 @@ def _recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
         "cnn": lambda: _cnn(profile, "cnn", "standard", {}),
         "cnn_pgd": lambda: _cnn(profile, "cnn_pgd", "pgd", pgd_mnist),
         "cnn_seed1": lambda: _cnn(profile, "cnn_seed1", "standard", {}, seed=1),
+        # Madry et al.'s Table 1 source A': an independently initialized and trained copy of
+        # the PGD-trained network (same recipe as cnn_pgd, another seed).
+        "cnn_pgd_seed1": lambda: _cnn(profile, "cnn_pgd_seed1", "pgd", pgd_mnist, seed=1),
         "surrogate_mlp": lambda: Recipe(
             name="surrogate_mlp", architecture="mlp", architecture_options={"hidden": (256, 256), "activation": "relu"},
             objective="standard", objective_options={}, monitor=_fgsm_monitor(),
@@ -281,7 +296,7 @@ def _objective_text(rec: Recipe) -> str:
         "standard": "standard cross-entropy",
         "fgsm": lambda: f"FGSM mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
         "noise": lambda: f"uniform-noise mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
-        "rotation": lambda: f"rotation mix (+-{o['degrees']:g} deg, alpha={o['alpha']:g})",
+        "rotation": lambda: f"rotation-towards-gradient mix ({o['degrees']:g} deg, alpha={o['alpha']:g})",
         "scaled_gradient": lambda: f"scaled-gradient mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
         "hidden_fgsm": lambda: f"hidden-layer FGSM mix (eps_hidden={o['eps_hidden']:g}, alpha={o['alpha']:g})",
         "pgd": lambda: (f"PGD training (eps={o['eps']:.4g}, {o['steps']} steps of {o['step_size']:.3g}, "

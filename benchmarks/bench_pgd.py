@@ -66,7 +66,7 @@ def madry_cnn() -> nn.Module:
 
 
 def textbook_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int) -> Tensor:
-    """Algorithm 1 as tutorials write it: a delta leaf, loss.backward(), manual clipping."""
+    """PGD as tutorials write it: a delta leaf, loss.backward(), manual clipping."""
     delta = torch.empty_like(x).uniform_(-eps, eps)
     delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
     for _ in range(steps):

@@ -399,3 +399,14 @@ def test_bad_input_raises_a_value_error_that_says_what_to_do(case) -> None:
     _, call, message = case
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_margin_loss_is_the_cw_margin() -> None:
+    from advcore.attacks import margin_loss
+
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 1.0, 5.0]])
+    y = torch.tensor([0, 0, 2])
+    # example 0: true class leads by 2 -> -2; example 1: already wrong -> 0; example 2: leads by 4 -> -4
+    torch.testing.assert_close(margin_loss(logits, y), torch.tensor([-2.0, 0.0, -4.0]))
+    # with confidence 50 a misclassified example keeps a gradient until the wrong class leads by 50
+    torch.testing.assert_close(margin_loss(logits, y, confidence=50.0), torch.tensor([-52.0, -48.0, -54.0]))

@@ -75,7 +75,7 @@ def test_robust_training_runs_its_cifar10_part(committed_root):
     assert {attack for _, attack in accuracy} == attacks and len(accuracy) == 2 * len(attacks)
     assert all(0.0 <= value <= 1.0 for value in accuracy.values())
     steps = cifar["step_seconds"]  # measured per objective (not compared: shared machines are noisy)
-    assert {"standard", "PGD-7 (Madry et al.'s code)"} <= set(steps) and all(s > 0 for s in steps.values())
+    assert {"standard", "PGD-7 (Madry et al.'s paper)"} <= set(steps) and all(s > 0 for s in steps.values())
     for key in ("cifar10_plain_loss", "cifar10_robust_loss"):
         assert result[key].size > 0 and np.isfinite(result[key]).all()
 

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from advcore import attacks, data, train
@@ -312,6 +313,44 @@ def test_control_perturbations(small_train) -> None:
     assert min((quarter - torch.rot90(x, k, dims=(2, 3))).abs().max() for k in (1, -1)) < 1e-4
     rotated = RotationObjective(degrees=15).perturb(model, x, y, generator)
     assert rotated.shape == x.shape and 0 <= rotated.min() and rotated.max() <= 1
+    # The rotation adversary moves each image towards its loss gradient: the loss goes up.
+    with torch.no_grad():
+        assert F.cross_entropy(model(rotated), y) > F.cross_entropy(model(x), y)
+
+
+def test_rotate_towards_is_a_rotation_by_the_angle() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = 0.4 + 0.2 * torch.rand(4, 1, 28, 28, generator=generator)  # far from 0 and 1: no clipping
+    direction = torch.randn(4, 1, 28, 28, generator=generator)
+    torch.testing.assert_close(train.rotate_towards(x, direction, 0.0), x)
+    rotated = train.rotate_towards(x, direction, 5.0)
+    v, r = x.flatten(1), rotated.flatten(1)
+    torch.testing.assert_close(r.norm(dim=1), v.norm(dim=1))  # a rotation keeps the norm
+    cos = (v * r).sum(1) / (v.norm(dim=1) * r.norm(dim=1))
+    torch.testing.assert_close(torch.rad2deg(torch.acos(cos)), torch.full((4,), 5.0), atol=1e-2, rtol=0)
+    assert torch.all(((r - v) * direction.flatten(1)).sum(1) > 0)  # towards the direction
+    with pytest.raises(ValueError, match="same shape"):
+        train.rotate_towards(x, direction[:2], 5.0)
+
+
+@pytest.mark.parametrize("objective", [RotationObjective(degrees=15), ScaledGradientObjective(eps=0.25)])
+def test_smooth_controls_differentiate_through_the_adversary(small_train, objective) -> None:
+    """Goodfellow et al. (Sec. 6): with rotations or the scaled gradient "the perturbation process
+    is itself differentiable and the learning can take the reaction of the adversary into
+    account": the parameter gradient is not the one of a fixed (detached) perturbed input."""
+    x, y = (t[:16] for t in small_train.tensors)
+    torch.manual_seed(0)
+    model = HiddenPerturbMLP((16,), activation="relu")
+    generator = torch.Generator().manual_seed(0)
+    through = torch.autograd.grad(objective(model, x, y, generator).loss, list(model.parameters()))
+    fixed_input = objective.perturb(model, x, y, generator).detach()
+    logits = model(torch.cat([x, fixed_input]))
+    fixed_loss = (objective.alpha * F.cross_entropy(logits[:16], y)
+                  + (1 - objective.alpha) * F.cross_entropy(logits[16:], y))
+    fixed = torch.autograd.grad(fixed_loss, list(model.parameters()))
+    difference = max((a - b).abs().max().item() for a, b in zip(through, fixed))
+    assert difference > 1e-6, "no gradient flowed through the perturbation"
+    torch.testing.assert_close(objective(model, x, y, generator).loss, fixed_loss)  # same value
 
 
 def test_hidden_fgsm_perturbs_hidden_activations_by_eps(small_train) -> None:

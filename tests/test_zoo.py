@@ -16,7 +16,7 @@ from advcore.profiles import PROFILES, current_profile
 CHAPTER_NAMES = {
     "softmax", "softmax_fgsm", "maxout", "maxout_fgsm", "maxout1600_fgsm_es", "maxout_noise",
     "maxout_rotation", "maxout_scaledgrad", "sigmoid_mlp", "sigmoid_mlp_hidden", "relu_mlp",
-    "relu_mlp_hidden", "cnn", "cnn_pgd", "maxout_seed1", "cnn_seed1", "surrogate_mlp",
+    "relu_mlp_hidden", "cnn", "cnn_pgd", "maxout_seed1", "cnn_seed1", "cnn_pgd_seed1", "surrogate_mlp",
     "resnet_cifar", "resnet_cifar_pgd",
 }
 MNIST_NAMES = [name for name in sorted(CHAPTER_NAMES) if not name.startswith("resnet")]
@@ -221,6 +221,15 @@ def test_surrogate_learns_the_victims_labels_on_held_out_images(tiny, monkeypatc
     with torch.no_grad():
         assert torch.equal(labels, victim(x).argmax(1))  # labelled by querying the victim
     assert not any(torch.equal(x[:1], row[None]) for row in cnn_data.tensors[0][:300])
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_independent_robust_copy_differs_only_in_seed(profile: str) -> None:
+    """Madry et al.'s Table 1 source A': the same training, independently initialized."""
+    original, copy = (zoo.recipe(name, profile=profile).to_dict() for name in ("cnn_pgd", "cnn_pgd_seed1"))
+    assert (copy.pop("name"), copy.pop("seed")) == ("cnn_pgd_seed1", 1)
+    assert (original.pop("name"), original.pop("seed")) == ("cnn_pgd", 0)
+    assert copy == original
 
 
 # --------------------------------------------------------------------------- the smoke profile

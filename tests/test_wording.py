@@ -1,0 +1,88 @@
+"""The chapters' outcome sentences follow the numbers: each choice tested on both outcomes."""
+import pytest
+
+from advcore import wording
+
+
+def test_compare_three_ways() -> None:
+    assert wording.compare(0.5, 0.2) == "more"
+    assert wording.compare(0.2, 0.5) == "less"
+    assert wording.compare(0.50, 0.49, tolerance=0.02) == "about as much"
+    with pytest.raises(ValueError, match="tolerance"):
+        wording.compare(1, 2, tolerance=-1)
+
+
+def test_versus_paper_direction() -> None:
+    assert wording.versus_paper(0.97, "madry.mnist.pgd40").startswith("above the paper's 93.2%")
+    assert wording.versus_paper(0.80, "madry.mnist.pgd40").startswith("below the paper's 93.2%")
+    assert wording.versus_paper(0.93, "madry.mnist.pgd40").startswith("close to the paper's 93.2%")
+
+
+def test_label_change_both_outcomes() -> None:
+    assert "changes the label" in wording.label_change("panda", "gibbon", eps_text="1/255")
+    assert wording.label_change("panda", "gibbon", eps_text="1/255", detail=" (x)").endswith("*gibbon* (x).")
+    same = wording.label_change("panda", "panda", eps_text="1/255")
+    assert "does not reproduce" in same and "changes the label" not in same
+
+
+def test_paper_ordering_both_outcomes() -> None:
+    kwargs = dict(first="the linear model", second="the maxout network", what="error")
+    assert wording.paper_ordering(0.99, 0.9, **kwargs).startswith("As in the paper")
+    assert wording.paper_ordering(0.8, 0.9, **kwargs).startswith("Unlike in the paper")
+    assert "about the same" in wording.paper_ordering(0.9, 0.9, tolerance=0.01, **kwargs)
+
+
+def test_ordering_holds_both_outcomes() -> None:
+    names = ["noise-trained", "FGSM-trained"]
+    assert "holds here" in wording.ordering_holds([0.9, 0.3], names=names, claim="c", margin=0.05)
+    broken = wording.ordering_holds([0.3, 0.29], names=names, claim="c", margin=0.05)
+    assert "does not hold" in broken and "noise-trained" in broken
+    with pytest.raises(ValueError):
+        wording.ordering_holds([0.1], names=["a"], claim="c")
+
+
+def test_stays_wrong_three_outcomes() -> None:
+    assert wording.stays_wrong([True, False, False]).startswith("once wrong, the answer stays wrong")
+    assert "right again" in wording.stays_wrong([True, False, True])
+    assert "never turns wrong" in wording.stays_wrong([True, True])
+
+
+def test_linear_reference_verdict_both_outcomes() -> None:
+    assert "as the linear-reference hypothesis predicts" in wording.linear_reference_verdict(0.6, 0.55, chance=0.11)
+    assert "explains part" in wording.linear_reference_verdict(0.4, 0.7, chance=0.11)
+    assert "does not support" in wording.linear_reference_verdict(0.15, 0.7, chance=0.11)
+
+
+def test_black_box_verdict_both_directions() -> None:
+    assert wording.black_box_verdict(0.9, 0.4, clean_error=0.02).startswith("Black box is weaker")
+    assert "*stronger*" in wording.black_box_verdict(0.4, 0.6, clean_error=0.02)
+    assert "barely raises" in wording.black_box_verdict(0.9, 0.05, clean_error=0.02)
+
+
+def test_plateau_verdict_both_outcomes() -> None:
+    assert "plateau" in wording.plateau_verdict(0.05) and "still climbing" not in wording.plateau_verdict(0.05)
+    assert "still climbing" in wording.plateau_verdict(0.4)
+
+
+def test_concentration_verdict_both_outcomes() -> None:
+    assert wording.concentration_verdict({"plain": 0.1, "PGD-trained": 0.3}).startswith("No restart stands out")
+    loud = wording.concentration_verdict({"plain": 0.1, "PGD-trained": 2.0})
+    assert loud.startswith("Some restarts stand out") and "PGD-trained" in loud
+
+
+def test_levels_off_reports_the_direction() -> None:
+    assert "fell from 80.0% to 20.0% and had levelled off" in wording.levels_off(0.8, 0.2, previous=0.205)
+    assert "still falling" in wording.levels_off(0.8, 0.2, previous=0.3)
+    assert "rose" in wording.levels_off(0.2, 0.5, previous=0.5)
+    assert wording.levels_off(0.8, 0.0, previous=0.0).endswith("at zero.")
+
+
+def test_stronger_attack_both_directions() -> None:
+    assert wording.stronger_attack("PGD", 0.3, "FGSM", 0.1).startswith("PGD is the stronger")
+    assert wording.stronger_attack("PGD", 0.1, "FGSM", 0.3).startswith("FGSM is the stronger")
+    assert "equally strong" in wording.stronger_attack("PGD", 0.1, "FGSM", 0.1)
+
+
+def test_hidden_layer_verdict_both_outcomes() -> None:
+    assert "*does* gain" in wording.hidden_layer_verdict(0.05, 0.03)
+    assert "does *not* gain" in wording.hidden_layer_verdict(0.05, 0.05)
