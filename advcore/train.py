@@ -37,8 +37,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from advcore import attacks
+from advcore.storage import atomic_write_bytes
 
 if TYPE_CHECKING:  # pandas is imported lazily: only the frames need it
     import pandas as pd
@@ -518,28 +517,6 @@ class CheckpointError(RuntimeError):
 
 _MAGIC = b"ADVCORE-CKPT-1\n"
 _HEADER = len(_MAGIC) + 32 + 8  # magic, sha256 of the payload, payload length
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    A reader never sees a partial file: either the old content or the new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave the temporary behind
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -33,13 +33,13 @@ CHAPTERS = {"landscape": "08_landscape", "robust-training": "09_robust_training"
 
 
 def _synthetic_cifar10(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10-shaped images ``(N, 3, 32, 32)`` in [0, 1] whose mean colour depends on the label."""
+    """CIFAR-10 as stored: uint8 images ``(N, 32, 32, 3)`` whose mean colour depends on the label."""
     generator = torch.Generator().manual_seed(0 if split == "train" else 1)
     count = 600 if split == "train" else 200
     labels = torch.arange(count) % 10
     palette = torch.rand(10, 3, 1, 1, generator=torch.Generator().manual_seed(7))
     images = (0.6 * palette[labels] + 0.4 * torch.rand(count, 3, 32, 32, generator=generator)).clamp(0, 1)
-    return images, labels
+    return images.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1), labels
 
 
 @pytest.fixture(scope="module")
