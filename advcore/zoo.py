@@ -388,7 +388,7 @@ def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
     started = time.perf_counter()
     try:
         history = training.train(model, train_set, **options)
-    except (training.CheckpointError, ValueError) as error:
+    except (training.CheckpointError, training.CheckpointMismatchError) as error:
         if not ckpt.exists():
             raise
         warnings.warn(f"Zoo {name!r}: discarding the unusable training checkpoint {ckpt} ({error}); "
