@@ -11,7 +11,8 @@ Layout, one folder per experiment and one JSON per profile::
     results/<name>/<profile>.json                scalars, lists, nested dicts, provenance
     results/<name>/<profile>-<sha256[:12]>.npz   the arrays (only when there are any)
 
-Both files are written atomically (a temporary file in the same folder, then
+The JSON records the SHA-256 of its own content and of the NPZ. Both files are written
+atomically (a temporary file in the same folder, then
 ``os.replace``), the NPZ first; the JSON names the NPZ by its content hash and is renamed
 into place last, then the previous run's NPZ is removed. A reader therefore sees either
 the previous complete result or the new complete one, never half a file or a mix of two
@@ -243,7 +244,9 @@ def save_result(
             "shapes": {key: list(value.shape) for key, value in arrays.items()},
             "dtypes": {key: str(value.dtype) for key, value in arrays.items()},
         }
-    json_bytes = json.dumps(record, indent=1, default=_to_json, allow_nan=True).encode()
+    record = json.loads(json.dumps(record, default=_to_json, allow_nan=True))  # exactly what a reader gets
+    record["sha256"] = _record_digest(record)
+    json_bytes = json.dumps(record, indent=1, allow_nan=True).encode()
     if len(json_bytes) + len(npz_bytes) > max_bytes:
         raise ValueError(
             f"Result {name!r} would take {(len(json_bytes) + len(npz_bytes)) / 2**20:.1f} MiB, more "
@@ -375,6 +378,13 @@ def _download(name: str, profile: str) -> Path | None:
     return target
 
 
+def _record_digest(record: Mapping[str, Any]) -> str:
+    """SHA-256 of a result record's content (not its layout: indentation and line endings may change)."""
+    canonical = json.dumps({k: v for k, v in record.items() if k != "sha256"}, sort_keys=True,
+                           separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _read(json_path: Path, *, name: str, profile: str) -> Result:
     """Read and check a result: a JSON object of the expected layout, for ``name`` and ``profile``,
     whose NPZ matches the SHA-256 it records. Raises ``ValueError`` (or ``OSError``) otherwise."""
@@ -382,6 +392,9 @@ def _read(json_path: Path, *, name: str, profile: str) -> Result:
     if not isinstance(record, dict) or not all(key in record for key in ("name", "provenance", "data", "arrays")):
         raise ValueError(f"{json_path.name} is not an advcore result (expected a JSON object with name, "
                          f"provenance, data and arrays; got {type(record).__name__})")
+    # Results written before advcore recorded this checksum have none; every newer one is checked.
+    if "sha256" in record and record["sha256"] != _record_digest(record):
+        raise ValueError(f"{json_path.name} does not match its recorded checksum: it was edited or damaged")
     if not isinstance(record["provenance"], dict) or not isinstance(record["data"], dict):
         raise ValueError(f"{json_path.name} is not an advcore result (provenance and data must be objects)")
     if record["name"] != name or record["provenance"].get("profile") != profile:

@@ -437,6 +437,9 @@ def _check_entry(folder: Path, key: str) -> tuple[str, str]:
         entry_key = manifest["key"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         return "corrupt", f"unreadable manifest ({error})"
+    if manifest.get("name") != folder.name or manifest.get("profile") != folder.parent.name:
+        return "corrupt", (f"its manifest.json belongs to zoo entry {manifest.get('name')!r} "
+                           f"[{manifest.get('profile')}] (a file was copied over it)")
     if entry_key != key:
         return "stale", "its recipe changed"
     try:
