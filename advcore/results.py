@@ -49,7 +49,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from advcore.train import atomic_write_bytes
+from advcore.storage import atomic_write_bytes, check_seal, seal
 
 __all__ = [
     "MAX_BYTES",
@@ -244,8 +244,7 @@ def save_result(
             "shapes": {key: list(value.shape) for key, value in arrays.items()},
             "dtypes": {key: str(value.dtype) for key, value in arrays.items()},
         }
-    record = json.loads(json.dumps(record, default=_to_json, allow_nan=True))  # exactly what a reader gets
-    record["sha256"] = _record_digest(record)
+    record = seal(json.loads(json.dumps(record, default=_to_json, allow_nan=True)))  # sealed as a reader reads it
     json_bytes = json.dumps(record, indent=1, allow_nan=True).encode()
     if len(json_bytes) + len(npz_bytes) > max_bytes:
         raise ValueError(
@@ -378,23 +377,15 @@ def _download(name: str, profile: str) -> Path | None:
     return target
 
 
-def _record_digest(record: Mapping[str, Any]) -> str:
-    """SHA-256 of a result record's content (not its layout: indentation and line endings may change)."""
-    canonical = json.dumps({k: v for k, v in record.items() if k != "sha256"}, sort_keys=True,
-                           separators=(",", ":"), allow_nan=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def _read(json_path: Path, *, name: str, profile: str) -> Result:
     """Read and check a result: a JSON object of the expected layout, for ``name`` and ``profile``,
     whose NPZ matches the SHA-256 it records. Raises ``ValueError`` (or ``OSError``) otherwise."""
     record = json.loads(json_path.read_text())
-    if not isinstance(record, dict) or not all(key in record for key in ("name", "provenance", "data", "arrays")):
+    fields = {"name", "provenance", "data", "arrays"}
+    if not isinstance(record, dict) or not fields <= set(record):
         raise ValueError(f"{json_path.name} is not an advcore result (expected a JSON object with name, "
                          f"provenance, data and arrays; got {type(record).__name__})")
-    # Results written before advcore recorded this checksum have none; every newer one is checked.
-    if "sha256" in record and record["sha256"] != _record_digest(record):
-        raise ValueError(f"{json_path.name} does not match its recorded checksum: it was edited or damaged")
+    check_seal(record, known=fields, what=json_path.name)  # results saved before the seal have none
     if not isinstance(record["provenance"], dict) or not isinstance(record["data"], dict):
         raise ValueError(f"{json_path.name} is not an advcore result (provenance and data must be objects)")
     if record["name"] != name or record["provenance"].get("profile") != profile:

@@ -13,23 +13,27 @@ zoo models and manifests, training checkpoints, experiment pieces, result files)
 * files get the permissions of an ordinary new file (``0666`` minus the umask, usually
   ``0644``), not ``mkstemp``'s ``0600``, so a cache shared by a class is readable by all.
 
-Checksums live with the formats that use them: :func:`advcore.train.save_checkpoint`
-(SHA-256 header; also used for experiment pieces), the zoo's ``manifest.json``
-(SHA-256 per file) and the results' JSON (SHA-256 of the NPZ).
+Checksums: :func:`advcore.train.save_checkpoint` (a SHA-256 header; also used for
+experiment pieces); JSON records that check themselves (:func:`seal`, :func:`check_seal`:
+the zoo's ``manifest.json``, which holds the SHA-256 of each file of its entry, and the
+results' JSON, which holds the SHA-256 of its NPZ).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["ORPHAN_AGE_S", "atomic_write_bytes", "atomic_writer", "remove_orphans"]
+__all__ = ["ORPHAN_AGE_S", "atomic_write_bytes", "atomic_writer", "check_seal", "record_digest", "remove_orphans",
+           "seal"]
 
 #: A temporary file whose writer cannot be checked (another machine) counts as orphaned after this.
 ORPHAN_AGE_S = 24 * 3600.0
@@ -124,3 +128,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
     with atomic_writer(path) as handle:
         handle.write(data)
+
+
+# --------------------------------------------------------------------------- JSON records that check themselves
+
+
+SEAL = "sha256"
+
+
+def record_digest(record: Mapping[str, Any]) -> str:
+    """SHA-256 of a JSON record's content, without its seal (not its layout: indentation and
+    line endings may change, e.g. in a git checkout on Windows)."""
+    canonical = json.dumps({k: v for k, v in record.items() if k != SEAL}, sort_keys=True,
+                           separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def seal(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with its own checksum under ``"sha256"`` (check it with :func:`check_seal`)."""
+    return {**record, SEAL: record_digest(record)}
+
+
+def check_seal(record: Any, *, known: set[str], what: str) -> None:
+    """Raise ``ValueError`` unless ``record`` is a JSON object of ``known`` keys whose seal matches.
+
+    A record without a seal (written before advcore sealed its records) passes when it has
+    no unknown key -- so a damaged key name, ``"sha256"`` included, is caught too.
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"{what} is not a JSON object (got {type(record).__name__})")
+    unknown = set(record) - known - {SEAL}
+    if unknown:
+        raise ValueError(f"{what} has unknown fields {sorted(unknown)}: it was edited or damaged")
+    if SEAL in record and record[SEAL] != record_digest(record):
+        raise ValueError(f"{what} does not match its recorded checksum: it was edited or damaged")
