@@ -665,10 +665,10 @@ def _check_model_on_data(model: nn.Module, x: Tensor, y: Tensor, largest_label: 
     """One forward pass on a few training images (eval mode, no gradient, no RNG drawn by
     standard layers): the model returns finite logits ``(N, C)`` with ``C > largest_label``."""
     with torch.no_grad(), attacks.eval_mode(model):
-        logits = model(x[:8])
+        logits = model(x[:2])
     # The batch's labels, with the largest label of all the data in their place: checked as
     # the attacks check theirs (shape, number of classes, NaN, probabilities instead of logits).
-    labels = y[:8].clone()
+    labels = y[:2].clone()
     labels[0] = largest_label
     attacks._check_logits(logits, labels, grad_needed=False)
 
