@@ -126,14 +126,15 @@ def _record(kind: str, seconds: float) -> None:
 
 
 def _cached(kind: str, payload: dict[str, Any], compute: Callable[[], dict[str, Any]], *,
-            profile: Profile) -> tuple[dict[str, Any], float]:
+            profile: Profile) -> dict[str, Any]:
     """``compute()`` once per ``payload``, kept in ``cache_dir()/experiments`` so runs resume.
 
-    Returns the value and the seconds its computation took (then, or now). A piece is stored
-    with a SHA-256 checksum (:func:`advcore.train.save_checkpoint`) and its own key, so a
-    truncated or flipped file, or another piece's file in its place, is detected, reported
-    with a warning and recomputed -- never used. Values must be tensors, numbers, strings or
-    lists/dicts of those (``weights_only`` load).
+    The seconds its computation took (now, or in an earlier run) are counted in every open
+    :func:`cache_ledger` block. A piece is stored with a SHA-256 checksum
+    (:func:`advcore.train.save_checkpoint`) and its own key, so a truncated or flipped file,
+    or another piece's file in its place, is detected, reported with a warning and
+    recomputed -- never used. Values must be tensors, numbers, strings or lists/dicts of
+    those (``weights_only`` load).
     """
     key = _digest({"format": FORMAT, **payload})
     path = data.cache_dir() / "experiments" / profile.name / kind / f"{key}.pt"
@@ -143,7 +144,7 @@ def _cached(kind: str, payload: dict[str, Any], compute: Callable[[], dict[str, 
             if not isinstance(stored, dict) or stored.get("key") != key or "value" not in stored:
                 raise training.CheckpointError("it holds another piece (its recorded key differs)")
             _record("from_cache", float(stored["seconds"]))
-            return stored["value"], float(stored["seconds"])
+            return stored["value"]
         except Exception as error:  # a damaged piece is recomputed, never trusted
             warnings.warn(f"Recomputing the damaged cached piece {path}: {error}", stacklevel=2)
             path.unlink(missing_ok=True)
@@ -152,7 +153,7 @@ def _cached(kind: str, payload: dict[str, Any], compute: Callable[[], dict[str, 
     seconds = time.perf_counter() - started
     training.save_checkpoint(path, {"key": key, "seconds": seconds, "value": value})
     _record("computed", seconds)
-    return value, seconds
+    return value
 
 
 def _pgd_eval(eps: float, steps: int, restarts: int, step_size: float, device: torch.device) -> Callable:
@@ -261,15 +262,15 @@ def landscape(profile: Profile | str | None = None, *, device: torch.device | st
     pieces: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
     for label, model in nets.items():
-        pieces[label], seconds[label] = [], 0.0  # the seconds of computing the pieces, cached or not
-        for index in chosen:
-            payload = {"model": zoo.cache_key(MNIST_MODELS[label], profile=prof), "example": index,
-                       "settings": settings, "device": device.type}
-            piece, piece_seconds = _cached("landscape", payload, lambda: _landscape_piece(
-                model, x_all[index:index + 1], y_all[index:index + 1], settings, seed=index,
-                device=device, progress=progress), profile=prof)
-            pieces[label].append(piece)
-            seconds[label] += piece_seconds
+        pieces[label] = []
+        with cache_ledger() as ledger:  # the seconds of computing the pieces, now or in an earlier run
+            for index in chosen:
+                payload = {"model": zoo.cache_key(MNIST_MODELS[label], profile=prof), "example": index,
+                           "settings": settings, "device": device.type}
+                pieces[label].append(_cached("landscape", payload, lambda: _landscape_piece(
+                    model, x_all[index:index + 1], y_all[index:index + 1], settings, seed=index,
+                    device=device, progress=progress), profile=prof))
+        seconds[label] = ledger["computed_seconds"] + ledger["from_cache_seconds"]
 
     def stack(key: str, dtype: Any = None) -> np.ndarray:
         array = np.stack([np.stack([np.asarray(p[key]) for p in pieces[label]]) for label in nets])
@@ -391,7 +392,7 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
         for attack_name, make_attack in attacks.items():
             payload = {"model": zoo.cache_key(name, profile=prof), "attack": attack_name, "device": device.type,
                        "n": len(test_set)}
-            measured, _ = _cached("robust-training", payload, lambda: {"accuracy": evaluate(
+            measured = _cached("robust-training", payload, lambda: {"accuracy": evaluate(
                 model, test_set, attack=make_attack(), batch_size=prof.eval_batch_size, device=device,
                 progress=progress).accuracy}, profile=prof)
             rows.append({"model": label, "attack": attack_name, "accuracy": measured["accuracy"]})

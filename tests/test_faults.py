@@ -230,7 +230,7 @@ def experiment_piece(tmp_path: Path, monkeypatch, _template=None) -> Case:
         def compute():
             generator = torch.Generator().manual_seed(seed)
             return {"losses": torch.rand(64, generator=generator), "n_clusters": seed + 1}
-        return experiments._cached("fault-test", {"seed": seed}, compute, profile=profile)[0]
+        return experiments._cached("fault-test", {"seed": seed}, compute, profile=profile)
 
     piece(1)
     pristine = piece(0)
