@@ -206,7 +206,7 @@ def _extract_gzip(archive: Path, target: Path, *, archive_md5: str) -> None:
 
 
 def _extracted_record(extracted: Path) -> Path:
-    # Not advcore 0.1's ``.md5`` (the extracted file's digest alone), so both versions can share a cache.
+    # Not the ``.md5`` of earlier versions (the extracted file's digest alone), so both can share a cache.
     return extracted.with_name(extracted.name + ".verified")
 
 
@@ -218,7 +218,7 @@ def _extracted_is_intact(extracted: Path, archive_md5: str) -> bool:
     """
     try:
         recorded = _extracted_record(extracted).read_text().split()
-    except OSError:
+    except (OSError, ValueError):  # missing, or not even text
         return False
     return (len(recorded) == 2 and recorded[0] == archive_md5 and extracted.is_file()
             and file_digest(extracted) == recorded[1])
@@ -239,7 +239,7 @@ def _ensure_mnist_files() -> Path:
         extracted = archive.with_suffix("")  # train-images-idx3-ubyte.gz -> ...-ubyte
         if _extracted_is_intact(extracted, md5):
             continue
-        if _extracted_record(extracted).exists():  # without a record: extracted by advcore 0.1, redo quietly
+        if _extracted_record(extracted).exists():  # no record: an earlier version's, redo quietly
             warnings.warn(
                 f"The cached {extracted} is corrupted or truncated (or not the content of "
                 f"{archive_name}); re-extracting it from the verified archive.",

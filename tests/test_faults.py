@@ -4,7 +4,7 @@ The promises (CONTRIBUTING.md, "Guarantees") this module keeps true:
 
 * every file advcore writes -- dataset copies in the cache, zoo models and manifests,
   training checkpoints, experiment pieces, result JSON and NPZ -- is checked when read:
-  truncated, with one bit flipped, or replaced by another *valid* file of the same kind
+  truncated, with one bit or one byte flipped, or replaced by another *valid* file of the same kind
   (another entry's, another profile's), it is detected with a clear message and never
   used: the reader raises, or warns and repairs it (and then returns exactly what the
   undamaged file gave), or, for results, warns and reports no result;
@@ -68,12 +68,20 @@ def flip_a_bit(path: Path, other: Path) -> None:
     _rewrite(path, bytes(content))
 
 
+def flip_a_byte(path: Path, other: Path) -> None:
+    """All eight bits of one byte in the middle (often no longer valid UTF-8 or JSON)."""
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    _rewrite(path, bytes(content))
+
+
 def replace_with_another_valid_file(path: Path, other: Path) -> None:
     assert other.read_bytes() != path.read_bytes()
     _rewrite(path, other.read_bytes())
 
 
-DAMAGES = {"truncated": truncate, "bit flipped": flip_a_bit, "another valid file": replace_with_another_valid_file}
+DAMAGES = {"truncated": truncate, "bit flipped": flip_a_bit, "byte flipped": flip_a_byte,
+           "another valid file": replace_with_another_valid_file}
 
 
 # =========================================================================== kinds of file
