@@ -21,8 +21,10 @@ import argparse
 import difflib
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from advcore.profiles import PROFILE_NAMES, current_profile, default_device
 
@@ -56,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="describe a saved result")
     show.add_argument("experiment")
-    show.add_argument("--profile", choices=PROFILE_NAMES, default="gpu")
+    show.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                      help="which profile's result (default: as `run`: $ADVCORE_PROFILE, else gpu with CUDA, "
+                           "else cpu)")
     show.add_argument("--root", default=None)
     return parser
 
@@ -89,7 +93,7 @@ def _list() -> int:
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import torch
 
-    from advcore.results import save_result
+    from advcore.results import result_path, save_result
 
     experiments = _experiments()
     names = _resolve(args.experiment, experiments.EXPERIMENTS, allow_all=True)
@@ -98,26 +102,52 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if profile.name == "gpu" and device.type != "cuda":
         print("python -m advcore: note: the gpu profile on a CPU will take many hours; "
               "use --profile cpu for a quick run.", file=sys.stderr)
+    for name in names:  # before hours of work: can the results be written at all?
+        _check_writable(result_path(name, profile=profile.name, root=args.root).parent)
     for name in names:
         experiment = experiments.EXPERIMENTS[name]
         print(f"[{name}] profile {profile.name} on {device} ...", flush=True)
         started = time.perf_counter()
-        data = experiment.run(profile, device=device, progress=not args.no_progress)
-        wall_time_s = time.perf_counter() - started
+        with experiments.cache_ledger() as ledger:
+            data = experiment.run(profile, device=device, progress=not args.no_progress)
+        this_run_s = time.perf_counter() - started
+        # A resumed run took only its last part: the result cost that plus its cached pieces' time.
+        wall_time_s = this_run_s + ledger["from_cache_seconds"]
+        resumed = {"pieces_computed": ledger["computed"], "pieces_from_cache": ledger["from_cache"],
+                   "from_cache_seconds": round(ledger["from_cache_seconds"], 2),
+                   "this_run_seconds": round(this_run_s, 2)}
         path = save_result(name, data, profile=profile.name, wall_time_s=wall_time_s, root=args.root,
-                           device=device, command=" ".join(["python -m advcore", *map(shlex.quote, argv)]))
-        print(f"[{name}] done in {wall_time_s / 60:.1f} min -> {path}", flush=True)
+                           device=device, command=" ".join(["python -m advcore", *map(shlex.quote, argv)]),
+                           resumed=resumed if ledger["from_cache"] else None)
+        note = f" ({ledger['from_cache']} pieces from an earlier run)" if ledger["from_cache"] else ""
+        print(f"[{name}] done in {this_run_s / 60:.1f} min{note} -> {path}", flush=True)
     return 0
 
 
+def _check_writable(folder: Path) -> None:
+    """Exit with a clear message unless a file can be created in ``folder`` (made if missing)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise SystemExit(
+            f"python -m advcore: cannot write results to {folder} ({error.strerror or error}). "
+            "Pass a writable folder with --root (or set ADVCORE_RESULTS); nothing was run."
+        ) from None
+
+
 def _show(args: argparse.Namespace) -> int:
-    from advcore.results import load_result
+    from advcore.results import load_result, result_path
 
     _resolve(args.experiment, _experiments().EXPERIMENTS, allow_all=False)
-    result = load_result(args.experiment, profile=args.profile, root=args.root)
+    profile = current_profile(args.profile).name  # the same default as `run`
+    result = load_result(args.experiment, profile=profile, root=args.root)
     if result is None:
-        print(f"No saved {args.profile!r} result for {args.experiment!r} yet; make one with "
-              f"`python -m advcore run {args.experiment} --profile {args.profile}`.")
+        path = result_path(args.experiment, profile=profile, root=args.root)
+        state = "is damaged (see the warning above)" if path.exists() else "does not exist yet"
+        print(f"The {profile!r} result for {args.experiment!r} ({path}) {state}; make one with "
+              f"`python -m advcore run {args.experiment} --profile {profile}`.")
         return 1
     print(f"{result.path}: {result.describe()}")
     for key in sorted(result.data):

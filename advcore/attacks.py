@@ -44,6 +44,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import reprlib
+import sys
 import warnings
 import weakref
 from contextlib import contextmanager
@@ -529,6 +531,16 @@ def attack_mode(model: Callable[[Tensor], Tensor]) -> Iterator[None]:
             "call the attack outside inference_mode (an outer torch.no_grad() is fine)."
         )
     params = list(model.parameters()) if isinstance(model, nn.Module) else []
+    frozen = [name for name, param in model.named_parameters() if param.is_inference()] if params else []
+    if frozen:  # checked before anything changes: their flags could not be switched back on
+        raise ValueError(
+            f"model's parameters ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}) are "
+            "inference tensors: the model was built or loaded under torch.inference_mode(), and "
+            "such tensors can never take part in a gradient computation. Build the model outside "
+            "inference_mode (torch.no_grad() saves the same memory), or copy it: "
+            "fresh = type(model)(...); fresh.load_state_dict({k: v.clone() for k, v in "
+            "model.state_dict().items()})."
+        )
     flags = [param.requires_grad for param in params]
     try:
         for param in params:
@@ -536,8 +548,14 @@ def attack_mode(model: Callable[[Tensor], Tensor]) -> Iterator[None]:
         with eval_mode(model), torch.enable_grad():
             yield
     finally:
-        for param, flag in zip(params, flags):
-            param.requires_grad_(flag)
+        failures = []
+        for param, flag in zip(params, flags):  # every flag, even if one of them fails
+            try:
+                param.requires_grad_(flag)
+            except RuntimeError as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
 
 # --------------------------------------------------------------------------- speed: layout and precision
@@ -711,10 +729,29 @@ def autocast(precision: str | None, device: torch.device | str) -> Iterator[None
 # --------------------------------------------------------------------------- validation
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxtuple, _SHORT_REPR.maxdict = 2, 4, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+
+
 def _describe(value: object) -> str:
+    """A short description for an error message: a tensor's shape and dtype, else the value
+    (a long list of images is cut to its start, so the message stays readable)."""
     if isinstance(value, Tensor):
         return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    return f"{type(value).__name__} {value!r}"
+    text = _SHORT_REPR.repr(value)
+    if isinstance(value, (list, tuple)):
+        text += f" (length {len(value)})"
+    return f"{type(value).__name__} {text}"
+
+
+def _warn(message: str) -> None:
+    """A ``UserWarning`` attributed to the caller's code (the first frame outside advcore)."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is the frame that called _warn
+    package = os.path.dirname(os.path.abspath(__file__))
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def _check_number(value: object, name: str, *, minimum: float, strict: bool = False) -> float:
@@ -729,6 +766,12 @@ def _check_number(value: object, name: str, *, minimum: float, strict: bool = Fa
         raise ValueError(
             f"{name} must be a finite number {relation} {minimum:g}, got {value!r}"
             + (" (images live in [0, 1]: eps = 8/255 for CIFAR, 0.3 for MNIST)." if name == "eps" else ".")
+        )
+    if name == "eps" and value > 1:  # probably meant on the 0..255 scale
+        _warn(
+            f"eps={value:g} is larger than the whole pixel range: images here live in [0, 1], so "
+            f"every pixel may jump to 0 or 1. If you meant {value:g}/255 (pixel values 0..255), "
+            f"pass eps={value:g}/255 = {value / 255:.4g}; MNIST's usual budget is 0.3."
         )
     return value
 
@@ -790,14 +833,41 @@ def _check_logits(logits: object, y: Tensor, *, grad_needed: bool) -> None:
             f"model must return logits of shape (N, num_classes) = ({y.shape[0]}, C), got "
             f"{_describe(logits)}."
         )
+    if logits.shape[1] < 2:
+        raise ValueError(
+            f"model returned {logits.shape[1]} logit(s) per example; a classifier needs one per class "
+            "(at least 2). For a binary classifier with a single logit z, return torch.cat([-z, z], 1)."
+        )
     if bool((y >= logits.shape[1]).any()):
         raise ValueError(
-            f"y holds class index {y.max().item()} but the model has {logits.shape[1]} classes."
+            f"y holds class index {y.max().item()} but the model has {logits.shape[1]} classes "
+            f"(indices 0..{logits.shape[1] - 1}); are the labels 1-based? Pass y - 1."
         )
+    finite = logits.detach().isfinite()
+    if not bool(finite.all()):
+        bad = int((~finite.all(1)).sum())
+        raise ValueError(
+            f"model returned NaN or infinite logits for {bad} of {logits.shape[0]} examples; its "
+            "weights may have diverged in training (check the loss history, lower the learning rate) "
+            "or its forward pass divides by zero."
+        )
+    _warn_if_probabilities(logits.detach())
     if grad_needed and not logits.requires_grad:
         raise ValueError(
             "model's output does not depend differentiably on its input: does the model "
             "detach, convert to numpy, or run under torch.no_grad() inside forward?"
+        )
+
+
+def _warn_if_probabilities(logits: Tensor) -> None:
+    """Warn when a model's outputs look like softmax probabilities (rows in [0, 1] summing to 1)."""
+    outputs = logits.float()
+    rows = outputs.sum(1)
+    if bool(((outputs >= 0) & (outputs <= 1)).all()) and bool(((rows - 1).abs() < 1e-3).all()):
+        _warn(
+            "model's outputs look like probabilities (every row is in [0, 1] and sums to 1), not "
+            "logits: the loss and the confidences computed from them are wrong (softmax is applied "
+            "twice). Remove the final softmax from the model; advcore applies it where needed."
         )
 
 

@@ -37,6 +37,7 @@ import torchvision.datasets as tv_datasets
 from torch.utils.data import TensorDataset
 
 from advcore.profiles import Profile
+from advcore.storage import atomic_write_bytes, atomic_writer
 
 DATA_ENV = "ADVCORE_DATA"
 CACHE_ENV = "ADVCORE_CACHE"
@@ -112,11 +113,8 @@ def _is_intact(path: Path, expected: str, algorithm: str) -> bool:
 
 def _atomic_copy(source: Path, target: Path) -> None:
     """Copy via a temporary file in the target folder, so a cut-off copy is never seen."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
-        with open(source, "rb") as src:
-            shutil.copyfileobj(src, tmp, 1 << 20)
-    os.replace(tmp.name, target)
+    with atomic_writer(target) as tmp, open(source, "rb") as src:
+        shutil.copyfileobj(src, tmp, 1 << 20)
 
 
 def fetch_verified(
@@ -196,20 +194,34 @@ _MNIST_HOW = (
 )
 
 
-def _extract_gzip(archive: Path, target: Path) -> None:
-    """Decompress ``archive`` to ``target`` atomically and record the result's MD5 beside it."""
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
-        with gzip.open(archive, "rb") as src:
-            shutil.copyfileobj(src, tmp, 1 << 20)
-    digest = file_digest(Path(tmp.name))
-    os.replace(tmp.name, target)
-    _write_text_atomic(target.with_name(target.name + ".md5"), digest)
+def _extract_gzip(archive: Path, target: Path, *, archive_md5: str) -> None:
+    """Decompress ``archive`` to ``target`` atomically; record beside it which archive it came
+    from and the result's MD5 (``<archive md5> <extracted md5>`` in ``target.verified``)."""
+    digest = hashlib.md5()
+    with atomic_writer(target) as tmp, gzip.open(archive, "rb") as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+            tmp.write(block)
+    atomic_write_bytes(_extracted_record(target), f"{archive_md5} {digest.hexdigest()}".encode())
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
+def _extracted_record(extracted: Path) -> Path:
+    # Not the ``.md5`` of earlier versions (the extracted file's digest alone), so both can share a cache.
+    return extracted.with_name(extracted.name + ".verified")
+
+
+def _extracted_is_intact(extracted: Path, archive_md5: str) -> bool:
+    """Whether ``extracted`` is the intact content of the archive with MD5 ``archive_md5``.
+
+    The record names the archive, so neither a damaged file nor another dataset file copied
+    over it (with or without its record) passes.
+    """
+    try:
+        recorded = _extracted_record(extracted).read_text().split()
+    except (OSError, ValueError):  # missing, or not even text
+        return False
+    return (len(recorded) == 2 and recorded[0] == archive_md5 and extracted.is_file()
+            and file_digest(extracted) == recorded[1])
 
 
 def _ensure_mnist_files() -> Path:
@@ -225,25 +237,34 @@ def _ensure_mnist_files() -> Path:
             how_to_get=_MNIST_HOW,
         )
         extracted = archive.with_suffix("")  # train-images-idx3-ubyte.gz -> ...-ubyte
-        recorded = extracted.with_name(extracted.name + ".md5")
-        if extracted.exists() and recorded.exists():
-            if file_digest(extracted) == recorded.read_text().strip():
-                continue
+        if _extracted_is_intact(extracted, md5):
+            continue
+        if _extracted_record(extracted).exists():  # no record: an earlier version's, redo quietly
             warnings.warn(
-                f"The cached {extracted} is corrupted or truncated; re-extracting it from the "
-                "verified archive.",
+                f"The cached {extracted} is corrupted or truncated (or not the content of "
+                f"{archive_name}); re-extracting it from the verified archive.",
                 stacklevel=2,
             )
-        _extract_gzip(archive, extracted)
+        _extract_gzip(archive, extracted, archive_md5=md5)
     return cache_dir()
 
 
 @functools.cache
 def _mnist_tensors(split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """The process's one copy of MNIST: uint8 images ``(N, 28, 28)`` and int64 labels.
+
+    Kept private and never handed out: every caller gets float tensors made fresh from it
+    (:func:`_fresh_mnist`), so no caller can change what another one loads.
+    """
     root = _ensure_mnist_files()
     dataset = tv_datasets.MNIST(root=str(root), train=(split == "train"), download=False)
-    images = dataset.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
-    return images, dataset.targets.long()
+    return dataset.data, dataset.targets.long()
+
+
+def _fresh_mnist(split: Split, rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh float images ``(n, 1, 28, 28)`` in [0, 1] and int64 labels of ``rows`` of a split."""
+    images, labels = _mnist_tensors(split)
+    return images[rows].unsqueeze(1).float().div_(255.0), labels[rows].clone()
 
 
 def _check_split(split: str) -> None:
@@ -251,10 +272,9 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
 
 
-def _take(images: torch.Tensor, labels: torch.Tensor, limit: int | None) -> TensorDataset:
-    if limit is not None and not 0 < limit <= len(labels):
-        raise ValueError(f"limit must be between 1 and {len(labels)}, not {limit}.")
-    return TensorDataset(images[:limit], labels[:limit])
+def _check_limit(limit: int | None, total: int) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= total):
+        raise ValueError(f"limit must be an integer between 1 and {total}, not {limit!r}.")
 
 
 def load_mnist(split: Split = "train", *, limit: int | None = None) -> TensorDataset:
@@ -268,8 +288,8 @@ def load_mnist(split: Split = "train", *, limit: int | None = None) -> TensorDat
         DataUnavailableError: MNIST is in neither the cache nor the mirror, and offline.
     """
     _check_split(split)
-    images, labels = _mnist_tensors(split)
-    return _take(images, labels, limit)
+    _check_limit(limit, len(_mnist_tensors(split)[1]))
+    return TensorDataset(*_fresh_mnist(split, slice(limit)))
 
 
 def mnist_splits(profile: Profile) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
@@ -279,14 +299,14 @@ def mnist_splits(profile: Profile) -> tuple[TensorDataset, TensorDataset, Tensor
     ``profile.mnist_val`` (so the two never overlap), test the first ``profile.mnist_test``
     test images.
     """
-    images, labels = _mnist_tensors("train")
-    if profile.mnist_train + profile.mnist_val > len(labels):
+    total = len(_mnist_tensors("train")[1])
+    if profile.mnist_train + profile.mnist_val > total:
         raise ValueError(
             f"Profile {profile.name!r} asks for {profile.mnist_train} training and "
-            f"{profile.mnist_val} validation images; MNIST has {len(labels)}."
+            f"{profile.mnist_val} validation images; MNIST has {total}."
         )
-    train = TensorDataset(images[: profile.mnist_train], labels[: profile.mnist_train])
-    val = TensorDataset(images[-profile.mnist_val :], labels[-profile.mnist_val :])
+    train = TensorDataset(*_fresh_mnist("train", slice(profile.mnist_train)))
+    val = TensorDataset(*_fresh_mnist("train", slice(total - profile.mnist_val, None)))
     return train, val, load_mnist("test", limit=profile.mnist_test)
 
 
@@ -340,9 +360,9 @@ def cifar10_available() -> bool:
 
 @functools.cache
 def _cifar10_tensors(split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """The process's one, private copy of CIFAR-10: uint8 ``(N, 32, 32, 3)`` and int64 labels."""
     dataset = tv_datasets.CIFAR10(root=str(_ensure_cifar10()), train=(split == "train"), download=False)
-    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).float().div_(255.0)
-    return images.contiguous(), torch.tensor(dataset.targets, dtype=torch.long)
+    return torch.from_numpy(dataset.data), torch.tensor(dataset.targets, dtype=torch.long)
 
 
 def load_cifar10(split: Split = "train", *, limit: int | None = None) -> TensorDataset:
@@ -353,7 +373,9 @@ def load_cifar10(split: Split = "train", *, limit: int | None = None) -> TensorD
     """
     _check_split(split)
     images, labels = _cifar10_tensors(split)
-    return _take(images, labels, limit)
+    _check_limit(limit, len(labels))
+    fresh = images[:limit].permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    return TensorDataset(fresh, labels[:limit].clone())
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from advcore.attacks import LossFn, _check_images, _check_labels, eval_mode, gradient_sign
+from advcore.attacks import LossFn, _check_images, _check_labels, _check_logits, _describe, eval_mode, gradient_sign
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,10 +113,10 @@ def evaluate(
     with eval_mode(model):
         for x, y in tqdm(batches, total=_num_batches(data, batch_size), disable=not progress,
                          desc="evaluate" + ("" if attack is None else " under attack"), unit="batch"):
-            x, y = _check_images(x.to(device)), y.to(device)
+            x, y = _checked_batch(x, y, device)
             if attack is not None:
                 x = _run_attack(attack, model, x, y)
-            predicted, confidence = _predict(model, x)
+            predicted, confidence = _predict(model, x, y)
             predictions.append(predicted.cpu())
             confidences.append(confidence.cpu())
             labels.append(y.cpu())
@@ -176,7 +176,13 @@ def epsilon_sweep(
     x = _check_images(x)
     y = _check_labels(torch.as_tensor(y).reshape(-1) if isinstance(y, int) or (
         isinstance(y, Tensor) and y.dim() == 0) else y, x)
-    eps = torch.as_tensor(eps_values, dtype=x.dtype).reshape(-1).to(x.device)
+    try:
+        eps = torch.as_tensor(eps_values, dtype=x.dtype).reshape(-1).to(x.device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"eps_values must be a sequence of numbers, e.g. torch.linspace(-0.5, 0.5, 41), got "
+            f"{_describe(eps_values)} ({error})."
+        ) from None
     if eps.numel() == 0 or not bool(eps.isfinite().all()):
         raise ValueError("eps_values must be a non-empty sequence of finite numbers.")
     direction = gradient_sign(model, x, y, loss_fn=loss_fn)
@@ -248,13 +254,14 @@ def transfer_matrix(
     with _all_in_eval_mode(models.values()):
         for x, y in tqdm(_batches(data, batch_size), total=_num_batches(data, batch_size),
                          disable=not progress, desc="transfer matrix", unit="batch"):
-            x, y = _check_images(x), y.cpu()
+            x, y = _checked_batch(x, y, torch.device("cpu"))
             n += y.numel()
             for t, name in enumerate(names):
-                clean_wrong[t] += (_predict(models[name], x.to(devices[t]))[0].cpu() != y).sum()
+                clean_wrong[t] += (_predict(models[name], x.to(devices[t]), y.to(devices[t]))[0].cpu() != y).sum()
             for s, source in enumerate(names):
                 x_adv = _run_attack(attack, models[source], x.to(devices[s]), y.to(devices[s]))
-                predicted = [_predict(models[t], x_adv.to(devices[i]))[0].cpu() for i, t in enumerate(names)]
+                predicted = [_predict(models[t], x_adv.to(devices[i]), y.to(devices[i]))[0].cpu()
+                             for i, t in enumerate(names)]
                 for t in range(k):
                     misled = predicted[t] != y
                     both = misled & (predicted[s] != y)
@@ -276,10 +283,22 @@ def transfer_matrix(
 # --------------------------------------------------------------------------- helpers
 
 
-def _predict(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Predicted class and its softmax probability, without gradients."""
+def _checked_batch(x: object, y: object, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A batch checked as every attack checks it: images in [0, 1], labels ``(N,)`` of class indices."""
+    if not isinstance(x, Tensor):
+        x = _check_images(x)  # raises the attacks' error for a list, array, ...
+    x = _check_images(x.to(device))
+    return x, _check_labels(y, x)
+
+
+def _predict(model: nn.Module, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Predicted class and its softmax probability, without gradients; given the labels ``y``,
+    the logits are checked against them (shape, number of classes, NaN, probabilities)."""
     with torch.no_grad():
-        probabilities = torch.softmax(model(x).float(), dim=1)
+        logits = model(x)
+        if y is not None:
+            _check_logits(logits, y, grad_needed=False)
+        probabilities = torch.softmax(logits.float(), dim=1)
     confidence, predicted = probabilities.max(dim=1)
     return predicted, confidence
 

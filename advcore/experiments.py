@@ -29,13 +29,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -57,6 +57,7 @@ __all__ = [
     "EXPERIMENTS",
     "Experiment",
     "MADRY_EPS",
+    "cache_ledger",
     "landscape",
     "landscape_settings",
     "robust_training",
@@ -65,7 +66,8 @@ __all__ = [
 MADRY_EPS = 0.3  # Madry et al., MNIST
 CIFAR_EPS = 8 / 255  # Madry et al., CIFAR-10
 CIFAR_EVAL_STEP = 2 / 255  # Madry et al.'s CIFAR-10 evaluation: PGD steps of 2/255
-FORMAT = 2  # bump when a change makes cached pieces invalid (2: every evaluation seeds its own PGD starts)
+FORMAT = 3  # bump when a change makes cached pieces invalid (2: every evaluation seeds its own PGD starts;
+# 3: pieces carry a checksum, their key and their compute time)
 
 #: The two models every Part II comparison is about: label in the figures -> zoo name.
 MNIST_MODELS = {"plain": "cnn", "PGD-trained": "cnn_pgd"}
@@ -100,23 +102,57 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+#: What :func:`_cached` did during the current :func:`cache_ledger` block.
+_LEDGER: list[dict[str, float]] = []
+
+
+@contextlib.contextmanager
+def cache_ledger() -> Iterator[dict[str, float]]:
+    """Count, inside the block, the pieces computed and the pieces taken from the cache, with
+    the seconds each took when it was computed: a resumed run's provenance reports what the
+    result cost, not only the minutes of the last, resumed part."""
+    ledger = {"computed": 0, "computed_seconds": 0.0, "from_cache": 0, "from_cache_seconds": 0.0}
+    _LEDGER.append(ledger)
+    try:
+        yield ledger
+    finally:
+        _LEDGER.remove(ledger)
+
+
+def _record(kind: str, seconds: float) -> None:
+    for ledger in _LEDGER:
+        ledger[kind] += 1
+        ledger[f"{kind}_seconds"] += seconds
+
+
 def _cached(kind: str, payload: dict[str, Any], compute: Callable[[], dict[str, Any]], *,
             profile: Profile) -> dict[str, Any]:
-    """``compute()`` once per ``payload``: kept in ``cache_dir()/experiments`` so runs resume.
+    """``compute()`` once per ``payload``, kept in ``cache_dir()/experiments`` so runs resume.
 
-    Values must be tensors, numbers, strings or lists/dicts of those (``weights_only`` load).
+    The seconds its computation took (now, or in an earlier run) are counted in every open
+    :func:`cache_ledger` block. A piece is stored with a SHA-256 checksum
+    (:func:`advcore.train.save_checkpoint`) and its own key, so a truncated or flipped file,
+    or another piece's file in its place, is detected, reported with a warning and
+    recomputed -- never used. Values must be tensors, numbers, strings or lists/dicts of
+    those (``weights_only`` load).
     """
-    path = data.cache_dir() / "experiments" / profile.name / kind / f"{_digest({'format': FORMAT, **payload})}.pt"
+    key = _digest({"format": FORMAT, **payload})
+    path = data.cache_dir() / "experiments" / profile.name / kind / f"{key}.pt"
     if path.is_file():
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            stored = training.load_checkpoint(path)
+            if not isinstance(stored, dict) or stored.get("key") != key or "value" not in stored:
+                raise training.CheckpointError("it holds another piece (its recorded key differs)")
+            _record("from_cache", float(stored["seconds"]))
+            return stored["value"]
         except Exception as error:  # a damaged piece is recomputed, never trusted
             warnings.warn(f"Recomputing the damaged cached piece {path}: {error}", stacklevel=2)
             path.unlink(missing_ok=True)
+    started = time.perf_counter()
     value = compute()
-    buffer = io.BytesIO()
-    torch.save(value, buffer)
-    training.atomic_write_bytes(path, buffer.getvalue())
+    seconds = time.perf_counter() - started
+    training.save_checkpoint(path, {"key": key, "seconds": seconds, "value": value})
+    _record("computed", seconds)
     return value
 
 
@@ -227,15 +263,15 @@ def landscape(profile: Profile | str | None = None, *, device: torch.device | st
     pieces: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
     for label, model in nets.items():
-        started = time.perf_counter()
         pieces[label] = []
-        for index in chosen:
-            payload = {"model": zoo.cache_key(MNIST_MODELS[label], profile=prof), "example": index,
-                       "settings": settings, "device": device.type}
-            pieces[label].append(_cached("landscape", payload, lambda: _landscape_piece(
-                model, x_all[index:index + 1], y_all[index:index + 1], settings, seed=index,
-                device=device, progress=progress), profile=prof))
-        seconds[label] = time.perf_counter() - started
+        with cache_ledger() as ledger:  # the seconds of computing the pieces, now or in an earlier run
+            for index in chosen:
+                payload = {"model": zoo.cache_key(MNIST_MODELS[label], profile=prof), "example": index,
+                           "settings": settings, "device": device.type}
+                pieces[label].append(_cached("landscape", payload, lambda: _landscape_piece(
+                    model, x_all[index:index + 1], y_all[index:index + 1], settings, seed=index,
+                    device=device, progress=progress), profile=prof))
+        seconds[label] = ledger["computed_seconds"] + ledger["from_cache_seconds"]
 
     def stack(key: str, dtype: Any = None) -> np.ndarray:
         array = np.stack([np.stack([np.asarray(p[key]) for p in pieces[label]]) for label in nets])

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from advcore import data, zoo
+from advcore import data, storage, zoo
 from advcore import train as training
 from advcore.profiles import current_profile
 from advcore.results import provenance, results_dir
@@ -292,7 +292,7 @@ def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: d
     files = {"model.pt": _saved(weights), "resume.pt": _saved(resume),
              f"history-{index:03d}.npz": _history_npz(history_, done)}
     for filename, content in files.items():
-        training.atomic_write_bytes(folder / filename, content)
+        storage.atomic_write_bytes(folder / filename, content)
     piece = {
         "index": index, "epochs": [done + 1, until], "history": f"history-{index:03d}.npz",
         "wall_time_s": round(wall, 1), "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
@@ -308,7 +308,7 @@ def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: d
         "epochs_done": until, "pieces": [*previous.get("pieces", []), piece], "files": all_files,
         "notes": notes, "train_config": resume["config"],
     }
-    training.atomic_write_bytes(folder / "run.json", json.dumps(new_manifest, indent=1).encode())
+    storage.atomic_write_bytes(folder / "run.json", json.dumps(new_manifest, indent=1).encode())
     return piece
 
 
@@ -366,7 +366,7 @@ def landscape_piece(model_run: str, *, image: int, block: int, root: str | Path 
     np.savez_compressed(buffer, **arrays)
     folder = _landscape_dir(model_run, root)
     filename = f"img{image}-block{block:03d}.npz"
-    training.atomic_write_bytes(folder / filename, buffer.getvalue())
+    storage.atomic_write_bytes(folder / filename, buffer.getvalue())
     manifest = _landscape_manifest(folder, settings)
     manifest["model"] = {"run": model_run, "weights_sha256": load_state(model_run, root=root)["files"]["model.pt"]}
     manifest["pieces"][filename] = {
@@ -375,7 +375,7 @@ def landscape_piece(model_run: str, *, image: int, block: int, root: str | Path 
         **{k: v for k, v in provenance(profile="gpu", wall_time_s=wall).items()
            if k in ("device", "torch", "git_commit", "created_utc")},
     }
-    training.atomic_write_bytes(folder / "landscape.json", json.dumps(manifest, indent=1).encode())
+    storage.atomic_write_bytes(folder / "landscape.json", json.dumps(manifest, indent=1).encode())
     return manifest["pieces"][filename]
 
 

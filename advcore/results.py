@@ -11,7 +11,8 @@ Layout, one folder per experiment and one JSON per profile::
     results/<name>/<profile>.json                scalars, lists, nested dicts, provenance
     results/<name>/<profile>-<sha256[:12]>.npz   the arrays (only when there are any)
 
-Both files are written atomically (a temporary file in the same folder, then
+The JSON records the SHA-256 of its own content and of the NPZ. Both files are written
+atomically (a temporary file in the same folder, then
 ``os.replace``), the NPZ first; the JSON names the NPZ by its content hash and is renamed
 into place last, then the previous run's NPZ is removed. A reader therefore sees either
 the previous complete result or the new complete one, never half a file or a mix of two
@@ -48,7 +49,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from advcore.train import atomic_write_bytes
+from advcore.storage import atomic_write_bytes, check_seal, seal
 
 __all__ = [
     "MAX_BYTES",
@@ -200,6 +201,7 @@ def save_result(
     device: torch.device | str | None = None,
     command: str | None = None,
     max_bytes: int = MAX_BYTES,
+    resumed: Mapping[str, Any] | None = None,
 ) -> Path:
     """Save an experiment's result with its provenance; returns the JSON's path.
 
@@ -213,6 +215,8 @@ def save_result(
         device: the device it ran on (default: CUDA if available, else CPU), for provenance.
         command: the command that made it (default: this process's ``sys.argv``).
         max_bytes: refuse results larger than this (committed results stay small).
+        resumed: for a run that resumed an interrupted one, what came from the earlier run
+            (recorded in the provenance; ``wall_time_s`` should then include its time).
 
     Raises:
         ValueError: a bad name or key, or the result is larger than ``max_bytes``.
@@ -221,7 +225,8 @@ def save_result(
     scalars, arrays = _split(data)
     record: dict[str, Any] = {
         "name": name,
-        "provenance": provenance(profile=profile, wall_time_s=wall_time_s, device=device, command=command),
+        "provenance": {**provenance(profile=profile, wall_time_s=wall_time_s, device=device, command=command),
+                       **({"resumed": dict(resumed)} if resumed else {})},
         "data": scalars,
         "arrays": None,
     }
@@ -239,7 +244,8 @@ def save_result(
             "shapes": {key: list(value.shape) for key, value in arrays.items()},
             "dtypes": {key: str(value.dtype) for key, value in arrays.items()},
         }
-    json_bytes = json.dumps(record, indent=1, default=_to_json, allow_nan=True).encode()
+    record = seal(json.loads(json.dumps(record, default=_to_json, allow_nan=True)))  # sealed as a reader reads it
+    json_bytes = json.dumps(record, indent=1, allow_nan=True).encode()
     if len(json_bytes) + len(npz_bytes) > max_bytes:
         raise ValueError(
             f"Result {name!r} would take {(len(json_bytes) + len(npz_bytes)) / 2**20:.1f} MiB, more "
@@ -320,7 +326,7 @@ def load_result(name: str, *, profile: str = "gpu", root: str | Path | None = No
         if not json_path.is_file():
             return None
         try:
-            return _read(json_path)
+            return _read(json_path, name=name, profile=profile)
         except FileNotFoundError:
             if attempt < 2:  # a concurrent save replaced the JSON and removed our NPZ: read again
                 continue
@@ -371,10 +377,26 @@ def _download(name: str, profile: str) -> Path | None:
     return target
 
 
-def _read(json_path: Path) -> Result:
+def _read(json_path: Path, *, name: str, profile: str) -> Result:
+    """Read and check a result: a JSON object of the expected layout, for ``name`` and ``profile``,
+    whose NPZ matches the SHA-256 it records. Raises ``ValueError`` (or ``OSError``) otherwise."""
     record = json.loads(json_path.read_text())
+    fields = {"name", "provenance", "data", "arrays"}
+    if not isinstance(record, dict) or not fields <= set(record):
+        raise ValueError(f"{json_path.name} is not an advcore result (expected a JSON object with name, "
+                         f"provenance, data and arrays; got {type(record).__name__})")
+    check_seal(record, known=fields, what=json_path.name)  # results saved before the seal have none
+    if not isinstance(record["provenance"], dict) or not isinstance(record["data"], dict):
+        raise ValueError(f"{json_path.name} is not an advcore result (provenance and data must be objects)")
+    if record["name"] != name or record["provenance"].get("profile") != profile:
+        raise ValueError(
+            f"{json_path.name} holds the {record['provenance'].get('profile')!r} result of "
+            f"{record['name']!r}, not the {profile!r} result of {name!r}: a file was copied over it")
     arrays: dict[str, np.ndarray] = {}
-    info = record.get("arrays")
+    info = record["arrays"]
+    if info is not None and (not isinstance(info, dict) or not isinstance(info.get("file"), str)
+                             or not isinstance(info.get("sha256"), str)):
+        raise ValueError(f"{json_path.name} names its arrays file incorrectly")
     if info:
         npz_bytes = (json_path.parent / Path(info["file"]).name).read_bytes()
         if hashlib.sha256(npz_bytes).hexdigest() != info["sha256"]:

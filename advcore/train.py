@@ -38,15 +38,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -57,12 +56,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from advcore import attacks
+from advcore.storage import atomic_write_bytes
 
 if TYPE_CHECKING:  # pandas is imported lazily: only the frames need it
     import pandas as pd
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMismatchError",
     "FGSMAttack",
     "FGSMObjective",
     "HiddenFGSMObjective",
@@ -76,6 +77,7 @@ __all__ = [
     "StandardObjective",
     "StepOutput",
     "load_checkpoint",
+    "model_structure",
     "save_checkpoint",
     "train",
 ]
@@ -178,13 +180,13 @@ class StandardObjective(Objective):
 
 
 def _check_alpha(alpha: float) -> None:
-    if not 0.0 <= alpha <= 1.0:
+    if attacks._check_number(alpha, "alpha", minimum=0.0) > 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
 
 
-def _check_eps(eps: float) -> None:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}.")
+def _check_eps(eps: float, name: str = "eps") -> None:
+    """A finite ``eps >= 0``; ``eps > 1`` warns (probably meant on the 0..255 scale)."""
+    attacks._check_number(eps, name, minimum=0.0)
 
 
 class _MixObjective(Objective):
@@ -327,7 +329,7 @@ class RotationObjective(_MixObjective):
 
     def __post_init__(self) -> None:
         _check_alpha(self.alpha)
-        if not 0 <= self.degrees <= 90:
+        if attacks._check_number(self.degrees, "degrees", minimum=0.0) > 90:
             raise ValueError(f"degrees must be in [0, 90] (a small angle), got {self.degrees}.")
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
@@ -394,7 +396,7 @@ class HiddenFGSMObjective(Objective):
     name = "hidden_fgsm"
 
     def __post_init__(self) -> None:
-        _check_eps(self.eps_hidden)
+        _check_eps(self.eps_hidden, "eps_hidden")
         _check_alpha(self.alpha)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> StepOutput:
@@ -441,9 +443,9 @@ class PGDObjective(Objective):
     def __post_init__(self) -> None:
         _check_eps(self.eps)
         _check_alpha(self.alpha)
-        if self.steps < 1 or self.step_size <= 0:
-            raise ValueError(f"PGD needs steps >= 1 and step_size > 0, got {self.steps}, {self.step_size}.")
-        if not 0.0 <= self.warmup < 1.0:
+        attacks._check_int(self.steps, "steps", minimum=1)
+        attacks._check_number(self.step_size, "step_size", minimum=0.0, strict=True)
+        if attacks._check_number(self.warmup, "warmup", minimum=0.0) >= 1.0:
             raise ValueError(f"warmup is a fraction of training in [0, 1), got {self.warmup}.")
 
     def at(self, progress: float) -> "PGDObjective":
@@ -471,11 +473,10 @@ class PGDObjective(Objective):
         else:
             adv_logits = model(x_adv)
             adv_loss = loss = F.cross_entropy(adv_logits, y)
-            with torch.no_grad():
-                was_training = model.training
-                model.eval()  # do not let the monitoring pass touch batch-norm statistics
+            # The monitoring pass must not touch batch-norm statistics; every submodule's own
+            # mode comes back afterwards (a frozen layer stays frozen).
+            with torch.no_grad(), attacks.eval_mode(model):
                 clean_logits = model(x)
-                model.train(was_training)
                 clean_loss = F.cross_entropy(clean_logits, y)
         return StepOutput(loss=loss, clean_loss=clean_loss.detach(), clean_correct=_accuracy(clean_logits, y),
                           adv_loss=adv_loss.detach(), adv_correct=_accuracy(adv_logits, y))
@@ -589,30 +590,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is truncated, corrupted, or not one of ours."""
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by another training configuration (model structure, data,
+    objective, optimizer, ...): resuming from it would silently return another model."""
+
+
 _MAGIC = b"ADVCORE-CKPT-1\n"
 _HEADER = len(_MAGIC) + 32 + 8  # magic, sha256 of the payload, payload length
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    A reader never sees a partial file: either the old content or the new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave the temporary behind
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -661,6 +645,133 @@ def _fingerprint(x: Tensor, y: Tensor) -> str:
     digest.update(x.detach().cpu().contiguous().numpy().tobytes())
     digest.update(y.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+def _plain_attribute(value: Any) -> Any:
+    """A module attribute as JSON-able data when it configures the module, else ``None``."""
+    if isinstance(value, _SIMPLE):
+        return value
+    if isinstance(value, (tuple, list)) and all(isinstance(v, _SIMPLE) for v in value):
+        return list(value)
+    if callable(value) and hasattr(value, "__qualname__") and not isinstance(value, nn.Module):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"  # e.g. self.act = torch.sigmoid
+    return None
+
+
+def model_structure(model: nn.Module) -> dict[str, Any]:
+    """What a model *is*, apart from its weights: the module tree, parameters and buffers.
+
+    For every submodule: its path, its class (module and qualified name), its
+    ``extra_repr()`` (the hyperparameters PyTorch layers print: sizes, ``p`` of dropout,
+    ``negative_slope``, ...) and its public plain attributes (e.g. an ``activation`` name);
+    then every parameter's and buffer's name, shape and dtype. Two models with the same
+    structure differ only in their weights, so a checkpoint of one may resume the other.
+    """
+    modules = []
+    for name, module in model.named_modules():
+        cls = type(module)
+        attributes = {key: _plain_attribute(value) for key, value in sorted(vars(module).items())
+                      if not key.startswith("_") and key != "training"}
+        modules.append([name, f"{cls.__module__}.{cls.__qualname__}", module.extra_repr(),
+                        {k: v for k, v in attributes.items() if v is not None}])
+    return {
+        "modules": modules,
+        "parameters": [[n, list(p.shape), str(p.dtype)] for n, p in model.named_parameters()],
+        "buffers": [[n, list(b.shape), str(b.dtype)] for n, b in model.named_buffers()],
+    }
+
+
+def _structure_digest(model: nn.Module) -> str:
+    return hashlib.sha256(json.dumps(model_structure(model), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _training_modes(model: nn.Module) -> list[bool]:
+    """Each submodule's mode while training: all ``True``, except that a submodule the user
+    put in ``eval()`` inside a model in training mode (a frozen batch-norm layer) stays in eval."""
+    modules = list(model.modules())
+    if not model.training:  # the whole model in eval: nothing singled out, train everything
+        return [True] * len(modules)
+    return [module.training for module in modules]
+
+
+def _set_modes(model: nn.Module, modes: list[bool]) -> None:
+    for module, mode in zip(model.modules(), modes):
+        module.training = mode
+
+
+@contextlib.contextmanager
+def _restoring_modes(model: nn.Module) -> Iterator[list[bool]]:
+    """Yield the training modes (:func:`_training_modes`); on exit, also on an interrupt or an
+    error, every submodule gets back its own mode from before (as :func:`attacks.eval_mode`)."""
+    before = [module.training for module in model.modules()]
+    training_modes = _training_modes(model)
+    try:
+        yield training_modes
+    finally:
+        _set_modes(model, before)
+
+
+def _check_arguments(**values: Any) -> None:
+    """The numeric options of :func:`train`, each with a message that names it."""
+    check_int, check_number = attacks._check_int, attacks._check_number
+    check_int(values["epochs"], "epochs", minimum=0)
+    check_int(values["batch_size"], "batch_size", minimum=1)
+    check_int(values["eval_batch_size"], "eval_batch_size", minimum=1)
+    check_int(values["seed"], "seed", minimum=0)
+    check_number(values["lr"], "lr", minimum=0.0, strict=True)
+    check_number(values["momentum"], "momentum", minimum=0.0)
+    check_number(values["weight_decay"], "weight_decay", minimum=0.0)
+    check_number(values["lr_gamma"], "lr_gamma", minimum=0.0, strict=True)
+    for milestone in values["lr_milestones"]:
+        if check_number(milestone, "an lr_milestones entry", minimum=0.0) > 1:
+            raise ValueError(f"lr_milestones are fractions of training in [0, 1], got {milestone!r}.")
+    if values["patience"] is not None:
+        check_int(values["patience"], "patience", minimum=1)
+    if values["eval_train_examples"] is not None:
+        check_int(values["eval_train_examples"], "eval_train_examples", minimum=0)
+
+
+def _check_model_on_data(model: nn.Module, x: Tensor, y: Tensor, largest_label: int) -> None:
+    """One forward pass on a few training images (eval mode, no gradient, no RNG drawn by
+    standard layers): the model returns finite logits ``(N, C)`` with ``C > largest_label``."""
+    with torch.no_grad(), attacks.eval_mode(model):
+        logits = model(x[:2])
+    # The batch's labels, with the largest label of all the data in their place: checked as
+    # the attacks check theirs (shape, number of classes, NaN, probabilities instead of logits).
+    labels = y[:2].clone()
+    labels[0] = largest_label
+    attacks._check_logits(logits, labels, grad_needed=False)
+
+
+#: A training loss this many times its value over the first steps counts as diverging.
+DIVERGENCE_FACTOR = 4.0
+
+
+def _warn_if_diverging(history: "History") -> bool:
+    """Warn (and return True) when the training loss became NaN/infinite or grew far above its start."""
+    losses = history.steps["loss"]
+    if not losses:
+        return False
+    first_epoch = sum(1 for e in history.steps["epoch"] if e == history.steps["epoch"][0])
+    head = losses[:max(1, min(10, first_epoch // 4))]  # the loss of the model training started from
+    start = sum(head) / len(head)
+    epoch = history.steps["epoch"][-1]
+    recent = [loss for loss, e in zip(losses, history.steps["epoch"]) if e == epoch]
+    bad = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+    if bad is not None:
+        what = f"became {losses[bad]} at step {bad + 1}: the weights are no longer numbers"
+    elif recent and math.isfinite(start) and sum(recent) / len(recent) > DIVERGENCE_FACTOR * max(start, 0.1):
+        what = (f"diverges: its mean in epoch {epoch} is {sum(recent) / len(recent):.3g}, more than "
+                f"{DIVERGENCE_FACTOR:g} times its {start:.3g} at the start")
+    else:
+        return False
+    attacks._warn(f"The training loss {what}. Lower the learning rate (e.g. lr / 10), check that the "
+                  "inputs are images in [0, 1] and the labels class indices, then train again from a "
+                  "fresh model.")
+    return True
 
 
 def _lr_at(epoch: int, epochs: int, lr: float, milestones: Sequence[float], gamma: float) -> float:
@@ -785,14 +896,25 @@ def train(
     model is handed back in its own layout).
         progress: show a ``tqdm`` progress bar; ``description`` labels it.
 
+    Modes: while training, every submodule is in training mode, except that in a model in
+    training mode a submodule the caller put in ``eval()`` (a frozen batch-norm layer) stays
+    in eval. On return, and after an interrupt or an error, every submodule has its own mode
+    from before the call back (evaluate with :func:`advcore.evaluate.evaluate`, which uses
+    eval mode, or call ``model.eval()``).
+
+    Bad input: images outside [0, 1] or NaN, labels that are not class indices below the
+    model's number of classes, NaN logits, and non-numeric options raise ``ValueError``;
+    outputs that look like probabilities, ``eps > 1`` and a diverging loss warn.
+
     Returns:
-        The :class:`History`. The model is left in ``eval()`` mode, holding the final
-        weights, or the best epoch's weights with ``early_stopping``.
+        The :class:`History`. The model holds the final weights, or the best epoch's
+        weights with ``early_stopping``.
     """
     if isinstance(objective, str):
         objective = make_objective(objective)
-    if epochs < 0 or batch_size < 1:
-        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}.")
+    _check_arguments(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, lr=lr,
+                     momentum=momentum, weight_decay=weight_decay, lr_gamma=lr_gamma, lr_milestones=lr_milestones,
+                     patience=patience, eval_train_examples=eval_train_examples)
     if monitor == "default":
         monitor = objective.monitor()
     if early_stopping and (val_set is None or monitor is None):
@@ -803,11 +925,16 @@ def train(
     if len(x_train) == 0:
         raise ValueError("train_set is empty.")
     x_val, y_val = _dataset_tensors(val_set) if val_set is not None else (None, None)
+    # The conventions of the attacks: images in [0, 1] (not normalized, no NaN), labels (N,) of class indices.
+    y_train = attacks._check_labels(y_train, attacks._check_images(x_train))
+    if x_val is not None:
+        y_val = attacks._check_labels(y_val, attacks._check_images(x_val))
     n_eval = len(x_train) if eval_train_examples is None else min(eval_train_examples, len(x_train))
 
     config: dict[str, Any] = {
         "model": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "structure": _structure_digest(model),  # layers, activations, hyperparameters, shapes
         "objective": objective.config(),
         "monitor": _attack_name(monitor),
         "epochs": epochs,
@@ -841,15 +968,19 @@ def train(
     # float16 gradients underflow without loss scaling; a disabled scaler passes everything through.
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "float16")
     fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices), attacks.fast_memory_format(model, x_train[:1]):
+    with torch.random.fork_rng(devices=fork_devices), _restoring_modes(model) as training_modes, \
+            attacks.fast_memory_format(model, x_train[:1]):
+        _check_model_on_data(model, x_train, y_train, int(max(y_train.max(), -1 if y_val is None else y_val.max())))
         torch.manual_seed(seed)  # dropout masks
+        diverging = False
         history = History(config=config)
         best_metric, best_state, bad_epochs, start_epoch = math.inf, None, 0, 0
         if checkpoint is not None and Path(checkpoint).exists():
             state = load_checkpoint(checkpoint, map_location=device)
             if state.get("config_key") != config_key:
-                raise ValueError(
-                    f"The checkpoint {checkpoint} was written by a different training configuration; "
+                raise CheckpointMismatchError(
+                    f"The checkpoint {checkpoint} was written by a different training configuration "
+                    "(model structure, data, objective or optimizer settings); "
                     "delete it or pass another `checkpoint` path to start afresh."
                 )
             model.load_state_dict(state["model"])
@@ -887,7 +1018,7 @@ def train(
                 order = torch.randperm(len(x_train), generator=shuffle_gen).to(device)
                 records: list[Tensor] = []
                 nan = torch.tensor(math.nan, device=device)
-                model.train()
+                _set_modes(model, training_modes)  # train(), but a layer the caller froze stays frozen
                 for step in range(steps_per_epoch):
                     index = order[step * batch_size:(step + 1) * batch_size]
                     xb, yb = x_train[index], y_train[index]
@@ -933,6 +1064,7 @@ def train(
                        "seconds": time.perf_counter() - started}
                 for key, value in row.items():
                     history.epochs[key].append(value)
+                diverging = diverging or _warn_if_diverging(history)
                 bar.set_postfix(epoch=epoch + 1, train_adv_acc=f"{train_metrics[3]:.3f}",
                                 val_acc=f"{val_metrics[1]:.3f}", val_adv_acc=f"{val_metrics[3]:.3f}")
 
@@ -963,5 +1095,4 @@ def train(
 
     if early_stopping and best_state is not None and (history.stopped_early or len(history) == epochs):
         model.load_state_dict(best_state)
-    model.eval()
     return history

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from advcore import data, models
+from advcore import data, models, storage
 from advcore import train as training
 from advcore.profiles import Profile, current_profile, default_device
 
@@ -418,7 +418,7 @@ def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
     started = time.perf_counter()
     try:
         history = training.train(model, train_set, **options)
-    except (training.CheckpointError, ValueError) as error:
+    except (training.CheckpointError, training.CheckpointMismatchError) as error:
         if not ckpt.exists():
             raise
         warnings.warn(f"Zoo {name!r}: discarding the unusable training checkpoint {ckpt} ({error}); "
@@ -435,18 +435,20 @@ def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
     files = {"model.pt": buffer.getvalue(), "history.json": history.to_json().encode(),
              "recipe.json": json.dumps(rec.to_dict(), indent=1).encode()}
     for filename, content in files.items():
-        training.atomic_write_bytes(folder / filename, content)
+        storage.atomic_write_bytes(folder / filename, content)
     manifest = {
         "format": ZOO_FORMAT, "name": name, "profile": prof.name, "key": key,
         "files": {filename: hashlib.sha256(content).hexdigest() for filename, content in files.items()},
         "train_seconds": round(seconds, 2), "trained_on": str(device), "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "description": describe(name, profile=prof),
     }
-    training.atomic_write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+    storage.atomic_write_bytes(folder / "manifest.json", json.dumps(storage.seal(manifest), indent=1).encode())
     ckpt.unlink(missing_ok=True)
     log.info("zoo: trained %s [%s] in %.1f s", name, prof.name, seconds)
 
 
+_MANIFEST_FIELDS = {"format", "name", "profile", "key", "files", "train_seconds", "trained_on", "torch", "created",
+                    "description"}
 _VERIFIED: dict[Path, tuple[str, tuple[tuple[int, int], ...]]] = {}  # folder -> (key, file stats)
 
 
@@ -461,10 +463,14 @@ def _check_entry(folder: Path, key: str) -> tuple[str, str]:
         return "missing", "not trained yet"
     try:
         manifest = json.loads(manifest_path.read_text())
+        storage.check_seal(manifest, known=_MANIFEST_FIELDS, what="manifest.json")
         files: dict[str, str] = manifest["files"]
         entry_key = manifest["key"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         return "corrupt", f"unreadable manifest ({error})"
+    if manifest.get("name") != folder.name or manifest.get("profile") != folder.parent.name:
+        return "corrupt", (f"its manifest.json belongs to zoo entry {manifest.get('name')!r} "
+                           f"[{manifest.get('profile')}] (a file was copied over it)")
     if entry_key != key:
         return "stale", "its recipe changed"
     try:

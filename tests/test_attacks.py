@@ -6,6 +6,7 @@ Synthetic data (uniform images in [0, 1]) and tiny models defined here: no downl
 from __future__ import annotations
 
 import functools
+import warnings
 
 import pytest
 import torch
@@ -392,6 +393,10 @@ def _bad_calls():
     yield "no logits", lambda: fgsm(lambda t: t.flatten(1).sum(1), x, y, eps=0.1), "logits"
     yield "detached model", lambda: fgsm(lambda t: model(t).detach(), x, y, eps=0.1), "differentiabl"
     yield "project eps < 0", lambda: project_linf(x, -1.0), "eps must be"
+    # Issue 15: models that give no usable gradient direction are named, not attacked silently.
+    yield "nan logits", lambda: fgsm(lambda t: model(t) * float("nan"), x, y, eps=0.1), "NaN or infinite logits"
+    yield "one logit", lambda: fgsm(lambda t: model(t)[:, :1], x, y * 0, eps=0.1), "at least 2"
+    yield "labels 1-based", lambda: fgsm(model, x, y * 0 + CLASSES, eps=0.1), "1-based"
 
 
 @pytest.mark.parametrize("case", list(_bad_calls()), ids=lambda case: case[0])
@@ -410,3 +415,39 @@ def test_margin_loss_is_the_cw_margin() -> None:
     torch.testing.assert_close(margin_loss(logits, y), torch.tensor([-2.0, 0.0, -4.0]))
     # with confidence 50 a misclassified example keeps a gradient until the wrong class leads by 50
     torch.testing.assert_close(margin_loss(logits, y, confidence=50.0), torch.tensor([-52.0, -48.0, -54.0]))
+
+
+def test_a_model_built_under_inference_mode_gets_a_clear_error_and_keeps_its_flags() -> None:
+    # Issue 15, item 8: the flags could be switched off but never back on, and the error was raw.
+    with torch.inference_mode():
+        model = smooth_mlp()
+    x, y = batch(4)
+    with pytest.raises(ValueError, match="inference_mode"):
+        fgsm(model, x, y, eps=0.1)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_the_error_for_a_long_list_of_images_stays_short() -> None:
+    x = [torch.rand(*SHAPE) for _ in range(2000)]
+    with pytest.raises(ValueError, match="length 2000") as raised:
+        fgsm(smooth_mlp(), x, torch.zeros(2000, dtype=torch.long), eps=0.1)
+    assert len(str(raised.value)) < 500
+
+
+def test_eps_on_the_255_scale_warns_with_the_fix() -> None:
+    model, (x, y) = smooth_mlp(), batch(4)
+    with pytest.warns(UserWarning, match=r"8/255") as caught:
+        fgsm(model, x, y, eps=8)
+    assert caught[0].filename == __file__  # attributed to the caller's line, not advcore's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fgsm(model, x, y, eps=0.3)  # the usual budgets stay silent
+
+
+def test_a_model_that_returns_probabilities_gets_a_warning() -> None:
+    model, (x, y) = smooth_mlp(), batch(4)
+    with pytest.warns(UserWarning, match="probabilities"):
+        fgsm(nn.Sequential(model, nn.Softmax(dim=1)), x, y, eps=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fgsm(nn.Sequential(model, nn.LogSoftmax(dim=1)), x, y, eps=0.1)  # log-probabilities are logits

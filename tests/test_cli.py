@@ -91,6 +91,11 @@ def test_run_landscape_writes_results_that_load_back(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = load_result("landscape", profile="smoke", root=tmp_path)
     np.testing.assert_array_equal(rerun["final_losses"], result["final_losses"])
+    # Its provenance says so, and counts the cached pieces' time (not only the minutes of the rerun).
+    resumed = rerun.provenance["resumed"]
+    assert resumed["pieces_from_cache"] >= models * examples and resumed["pieces_computed"] == 0
+    assert rerun.provenance["wall_time_s"] >= resumed["from_cache_seconds"] > 0
+    assert rerun["seconds"] == result["seconds"]  # the pieces' own compute times, cached or not
 
 
 @pytest.mark.slow
@@ -119,3 +124,36 @@ def test_run_robust_training_writes_results_that_load_back(tmp_path):
     assert isinstance(result["cifar10"]["available"], bool)
     if not result["cifar10"]["available"]:
         assert "CIFAR-10 is not available here" in result["cifar10"]["reason"]
+
+
+# --------------------------------------------------------------------------- issue 15, item 5
+
+
+def test_show_defaults_to_the_profile_run_uses(tmp_path, monkeypatch, capsys):
+    # `run` defaulted to $ADVCORE_PROFILE, `show` to gpu: run then show said "no result".
+    from advcore.results import save_result
+
+    monkeypatch.setenv("ADVCORE_PROFILE", "smoke")
+    save_result("landscape", {"eps": 0.3}, profile="smoke", wall_time_s=1.0, root=tmp_path)
+    assert cli.main(["show", "landscape", "--root", str(tmp_path)]) == 0
+    assert "`smoke` profile" in capsys.readouterr().out
+
+
+def test_an_unwritable_root_fails_before_anything_runs(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setitem(experiments.EXPERIMENTS, "landscape", experiments.Experiment(
+        "landscape", 8, "stand-in", lambda *args, **kwargs: ran.append(1) or {"eps": 0.3}))
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(SystemExit, match="cannot write results to .*nothing was run"):
+        cli.main(["run", "landscape", "--profile", "smoke", "--root", str(blocked / "results")])
+    assert not ran
+
+
+@pytest.mark.parametrize("content", ["[1, 2, 3]", '"a string"', "{}", '{"name": "landscape"}'])
+def test_show_reports_a_results_file_that_is_not_a_result(tmp_path, capsys, content):
+    (tmp_path / "landscape").mkdir()
+    (tmp_path / "landscape" / "smoke.json").write_text(content)
+    with pytest.warns(UserWarning, match="not an advcore result"):
+        assert cli.main(["show", "landscape", "--profile", "smoke", "--root", str(tmp_path)]) == 1
+    assert "is damaged" in capsys.readouterr().out

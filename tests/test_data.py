@@ -162,3 +162,25 @@ def test_truncated_cached_weights_are_rejected(fresh_cache: Path) -> None:
     with pytest.warns(UserWarning, match="corrupted or truncated"):
         imagenet.pretrained_classifier(source="mirror")
     assert weights.stat().st_size == (MIRROR / "imagenet" / weights.name).stat().st_size
+
+
+@needs_mirror
+def test_damaging_loaded_tensors_changes_nothing_for_later_callers() -> None:
+    # Issue 15, item 1: every call returns its own tensors; in-place edits (a student's
+    # `x.sub_(0.1307)`, or worse) stay with the caller and never reach the zoo's training data.
+    from advcore import zoo
+
+    profile = current_profile("smoke")
+    before_train, before_val, before_test = (s.tensors for s in data.mnist_splits(profile))
+    reference = [t.clone() for t in (*before_train, *before_val, *before_test)]
+    first_ten = data.load_mnist("train", limit=10).tensors[0].clone()
+    for loaded in (data.load_mnist("train"), data.load_mnist("test"), *data.mnist_splits(profile)):
+        images, labels = loaded.tensors
+        images.sub_(0.1307)  # an in-place normalization
+        labels.fill_(3)
+    assert torch.equal(data.load_mnist("train", limit=10).tensors[0], first_ten)
+    again = [t for s in data.mnist_splits(profile) for t in s.tensors]
+    assert all(torch.equal(a, b) for a, b in zip(again, reference))
+    train_set, val_set = zoo._training_data(zoo.recipe("softmax", profile=profile), profile)
+    assert torch.equal(train_set.tensors[0], reference[0]) and torch.equal(train_set.tensors[1], reference[1])
+    assert torch.equal(val_set.tensors[0], reference[2])

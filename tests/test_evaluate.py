@@ -163,3 +163,32 @@ def test_transfer_between_a_model_and_itself_is_total() -> None:
 def test_transfer_matrix_needs_models() -> None:
     with pytest.raises(ValueError, match="at least one model"):
         transfer_matrix({}, data(), attack=functools.partial(fgsm, eps=0.1), progress=False)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (lambda y: y + 1, "1-based"),  # labels 1..10 for 10 classes: was "error 80%" on the clean path
+    (lambda y: torch.nn.functional.one_hot(y, CLASSES), "shape"),
+    (lambda y: y[:, None], "shape"),
+    (lambda y: y.float(), "integer class indices"),
+])
+def test_clean_evaluation_checks_labels_as_the_attacks_do(labels, message) -> None:
+    # Issue 15, item 3: the clean path checked nothing (wrong numbers, or raw tracebacks).
+    x, y = data()
+    with pytest.raises(ValueError, match=message):
+        evaluate(mlp(), (x, labels(y)), progress=False)
+    with pytest.raises(ValueError, match=message):
+        transfer_matrix({"a": mlp()}, (x, labels(y)), attack=functools.partial(fgsm, eps=0.1), progress=False)
+
+
+def test_a_model_that_returns_probabilities_is_flagged_and_nan_is_an_error() -> None:
+    x, y = data()
+    with pytest.warns(UserWarning, match="probabilities"):
+        evaluate(nn.Sequential(mlp(), nn.Softmax(dim=1)), (x, y), progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate(lambda t: mlp()(t) * float("nan"), (x, y), progress=False)
+
+
+def test_epsilon_sweep_rejects_eps_values_that_are_not_numbers() -> None:
+    x, y = data(1)
+    with pytest.raises(ValueError, match="eps_values must be a sequence of numbers"):
+        epsilon_sweep(mlp(), x, y, [0.0, "0.1"])

@@ -380,3 +380,109 @@ def test_pgd_warmup_ramps_eps_and_step_size() -> None:
     assert PGDObjective().at(0.0) == PGDObjective()  # Madry et al.: no warm-up
     with pytest.raises(ValueError, match="warmup"):
         PGDObjective(warmup=1.0)
+
+
+# --------------------------------------------------------------------------- issue 15: no silent wrong answers
+
+
+def sequential(activation: type[torch.nn.Module] = torch.nn.ReLU, hidden: int = 16) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, hidden), activation(),
+                               torch.nn.Linear(hidden, 10))
+
+
+def quick(model, train_set, **options) -> train.History:
+    options = {"epochs": 1, "batch_size": 100, "progress": False, "monitor": None, "eval_train_examples": 0,
+               **options}
+    return train.train(model, train_set, **options)
+
+
+@pytest.mark.parametrize("changed", [
+    lambda: sequential(torch.nn.Sigmoid),  # same class, same parameter count: only the activation differs
+    lambda: sequential(lambda: torch.nn.LeakyReLU(0.2)),  # a hyperparameter of a layer
+    lambda: torch.nn.Sequential(*list(sequential())[:2], torch.nn.Dropout(0.5), *list(sequential())[2:]),
+])
+def test_a_checkpoint_never_resumes_a_model_of_another_structure(small_train, tmp_path, changed) -> None:
+    # Issue 15, item 2: the key held only the class name and parameter count, so a ReLU -> Sigmoid
+    # change silently returned the old weights and history.
+    ckpt = tmp_path / "run.ckpt"
+    quick(sequential(), small_train, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="different training configuration"):
+        quick(changed(), small_train, checkpoint=ckpt)
+    quick(sequential(), small_train, checkpoint=ckpt)  # the same structure still resumes
+
+
+def test_model_structure_sees_layers_hyperparameters_and_shapes() -> None:
+    base = train.model_structure(sequential())
+    assert base == train.model_structure(sequential())  # weights do not matter
+    for other in (sequential(torch.nn.Sigmoid), sequential(hidden=17), HiddenPerturbMLP((16,), activation="relu")):
+        assert train.model_structure(other) != base
+    relu, sigmoid = HiddenPerturbMLP((16,), activation="relu"), HiddenPerturbMLP((16,), activation="sigmoid")
+    assert train.model_structure(relu) != train.model_structure(sigmoid)  # an attribute, not a module
+
+
+def bn_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Dropout(0.2), torch.nn.Linear(4 * 26 * 26, 10))
+
+
+def test_a_frozen_batch_norm_layer_stays_frozen_and_every_mode_is_restored(small_train) -> None:
+    # Issue 15, item 7: train() called model.train() on everything (the frozen layer's running
+    # statistics changed) and left the model in another mode than the caller's.
+    model = bn_model()
+    model[1].eval()  # frozen by the caller; the rest of the model is in training mode
+    statistics = model[1].running_mean.clone()
+    quick(model, small_train)
+    assert torch.equal(model[1].running_mean, statistics)
+    assert [m.training for m in model.modules()] == [True, True, False, True, True, True, True]
+
+    model = bn_model().eval()  # everything in eval: nothing singled out, everything trains
+    quick(model, small_train)
+    assert not torch.equal(model[1].running_mean, statistics)
+    assert not any(m.training for m in model.modules())  # and it comes back in eval
+
+
+def test_modes_are_restored_after_an_interrupt(small_train) -> None:
+    model = bn_model().eval()
+    with pytest.raises(KeyboardInterrupt):
+        quick(model, small_train, objective=InterruptAt(StandardObjective(), at_step=2))
+    assert not any(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda x, y: (x * float("nan"), y), "NaN present: True"),
+    (lambda x, y: ((x - 0.1307) / 0.3081, y), r"\[0, 1\]"),  # normalized outside the model
+    (lambda x, y: (x, y + 1), "1-based"),
+    (lambda x, y: (x, y.float()), "integer class indices"),
+])
+def test_training_data_that_is_certainly_wrong_is_refused(small_train, change, message) -> None:
+    x, y = change(*small_train.tensors)
+    with pytest.raises(ValueError, match=message):
+        quick(sequential(), TensorDataset(x, y))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"epochs": 1.5}, "epochs must be an integer"),
+    ({"batch_size": "100"}, "batch_size must be an integer"),
+    ({"lr": "1e-3"}, "lr must be a real number"),
+])
+def test_options_of_the_wrong_type_get_a_value_error(small_train, options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        quick(sequential(), small_train, **options)
+
+
+def test_objective_options_of_the_wrong_type_get_a_value_error() -> None:
+    with pytest.raises(ValueError, match="alpha must be a real number"):
+        FGSMObjective(eps=0.25, alpha="0.5")
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        PGDObjective(steps=2.5)
+
+
+def test_probabilities_eps_on_the_255_scale_and_a_diverging_loss_warn(small_train) -> None:
+    with pytest.warns(UserWarning, match="probabilities"):
+        quick(torch.nn.Sequential(sequential(), torch.nn.Softmax(dim=1)), small_train)
+    with pytest.warns(UserWarning, match="8/255"):
+        FGSMObjective(eps=8)
+    with pytest.warns(UserWarning, match="Lower the learning rate"):
+        quick(sequential(), small_train, epochs=3, lr=5.0, optimizer="sgd")
