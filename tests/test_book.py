@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,20 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def _toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        files += [chapter["file"] for chapter in part.get("chapters", [])]
-    return files
-
-
 def _config() -> dict:
     return yaml.safe_load((ROOT / "_config.yml").read_text())
 
 
-def test_toc_lists_only_pages_that_exist_and_every_notebook() -> None:
-    files = _toc_files()
+def test_toc_lists_only_pages_that_exist_and_every_notebook(toc_pages) -> None:
+    files = toc_pages
     for entry in files:
         assert any((ROOT / f"{entry}{suffix}").is_file() for suffix in (".md", ".ipynb")), entry
     listed = {entry for entry in files if entry.startswith("notebooks/")}
@@ -69,20 +58,14 @@ def _unrendered_math(page: str) -> list[str]:
 
 
 @pytest.mark.book
-def test_book_builds_without_warnings(tmp_path: Path) -> None:
+def test_book_builds_without_warnings(smoke_book, toc_pages) -> None:
     """The whole book, executed in the smoke profile, with every warning an error."""
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    env = {**os.environ, "ADVCORE_PROFILE": "smoke"}
-    env.pop("MPLBACKEND", None)  # the tests' Agg backend would make plt.show() draw nothing: render as make book does
-    result = subprocess.run(
-        [str(jupyter_book), "build", str(ROOT), "--all", "-W", "-n", "--keep-going", "--path-output", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=3600,
-    )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
-    html = tmp_path / "_build" / "html"
+    if smoke_book.reused:
+        pytest.skip(smoke_book.log)
+    assert smoke_book.returncode == 0, smoke_book.log[-6000:]
+    html = smoke_book.html
     assert (html / "index.html").is_file()
-    for entry in _toc_files():
+    for entry in toc_pages:
         assert (html / f"{entry}.html").is_file(), f"{entry} was not rendered"
     # Every chapter shows its figures (drawn, saved and linked by the build).
     for notebook in NOTEBOOKS:
