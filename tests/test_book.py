@@ -81,3 +81,18 @@ def test_book_builds_without_warnings(smoke_book, toc_pages) -> None:
         assert f"notebooks/{notebook.stem}" in build_page, f"{notebook.stem} is missing from the execution table"
     assert "❌" not in build_page
     assert build_page.count("✅") == len(NOTEBOOKS)
+    # The intro's chapter guide: a row per chapter, read and run times filled in by the build.
+    intro = (html / "book" / "intro.html").read_text(encoding="utf-8")
+    guide = re.search(r'<table class="[^"]*chapter-guide.*?</table>', intro, flags=re.S)
+    assert guide, "the intro has no chapter guide table"
+    rows = re.findall(r"<tr.*?</tr>", guide.group(0), flags=re.S)[1:]
+    assert len(rows) == len(NOTEBOOKS)
+    for row in rows:
+        cells = re.findall(r"<td>(.*?)</td>", row, flags=re.S)
+        assert re.search(r"\d+ min|under 1 min", cells[2]), f"no reading time: {row}"
+        assert re.search(r"\d+ s|\d+\.\d min", cells[3]), f"no run time: {row}"
+    # The revision sheet pastes every "ours" the chapters recorded (a missing glue fails the build).
+    revision = (html / "book" / "revision.html").read_text(encoding="utf-8")
+    recorded = {key for notebook in NOTEBOOKS for cell in json.loads(notebook.read_text())["cells"]
+                if cell["cell_type"] == "code" for key in re.findall(r'record_ours\(\s*"([^"]+)"', "".join(cell["source"]))}
+    assert "glue:text" not in revision and revision.count('class="pasted-text"') == len(recorded) > 0
