@@ -12,13 +12,14 @@ offline), at a desktop and a phone width, and checked for:
 * on chapters: every solution folded until its toggle is clicked and shown after the click;
   the Colab launch button and the download button present.
 
-Screenshots of every page at both widths are written to ``_build/browser-check/`` for a
-person to look at. The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or
+Full-page screenshots (JPEG) of every page at both widths are written to
+``_build/browser-check/`` for a person to look at. The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or
 ``ADVCORE_CHROMIUM``), driven by Playwright: no browser is downloaded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
 import os
@@ -36,6 +37,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 SCREENSHOTS = ROOT / "_build" / "browser-check"
+PAGES_AT_ONCE = 3  # Chromium renders each page in its own process: a few at a time use the cores
 LITERAL_MATH = re.compile(r"\$[^$\s][^$\n]{0,80}?\$|\\\(|\\\[")
 
 pytestmark = [pytest.mark.browser, pytest.mark.book]
@@ -92,18 +94,12 @@ def served_book(smoke_book) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    """Debian's Chromium, headless, driven by Playwright."""
+def async_playwright():
+    """Playwright's asyncio driver (the pages of one width are checked a few at a time)."""
     if not CHROMIUM.is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's package (`apt-get install -y chromium`) "
                     "or set ADVCORE_CHROMIUM to a Chromium binary")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the `test` extra)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    return pytest.importorskip("playwright.async_api", reason="pip install playwright (the `test` extra)").async_playwright
 
 
 def _repository() -> tuple[str, str]:
@@ -111,18 +107,18 @@ def _repository() -> tuple[str, str]:
     return config["url"].removeprefix("https://github.com/").rstrip("/"), config.get("branch", "main")
 
 
-def _page_problems(page, base: str, entry: str, width_name: str) -> list[str]:
+async def _page_problems(page, base: str, entry: str, width_name: str) -> list[str]:
     """Everything wrong with one page at one width (an empty list when it reads well)."""
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(f"JavaScript error: {error}"))
     page.on("console", lambda message: errors.append(f"console error: {message.text}")
             if message.type == "error" else None)
-    page.goto(base + entry + ".html", wait_until="load")
-    if page.evaluate("() => !!document.querySelector('script[src*=\"mathjax\"]')"):
-        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
-        page.evaluate("() => MathJax.startup.promise")
-    page.evaluate(LOAD_IMAGES)
-    found = page.evaluate(INSPECT)
+    await page.goto(base + entry + ".html", wait_until="load")
+    if await page.evaluate("() => !!document.querySelector('script[src*=\"mathjax\"]')"):
+        await page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+        await page.evaluate("() => MathJax.startup.promise")
+    await page.evaluate(LOAD_IMAGES)
+    found = await page.evaluate(INSPECT)
     problems = list(errors)
     problems += [f"math not typeset: {text!r}" for text in found["untypeset"][:3]]
     problems += [f"math left as text: {text!r}" for text in LITERAL_MATH.findall(found["text"])[:3]]
@@ -131,61 +127,75 @@ def _page_problems(page, base: str, entry: str, width_name: str) -> list[str]:
     problems += [f"figure without a caption: {src}" for src in found["noCaption"]]
     problems += [f"code line overflows its block ({line})" for line in found["overflowing"][:3]]
     if entry.startswith("notebooks/"):
-        problems += _chapter_problems(page, entry)
-    shot = SCREENSHOTS / width_name / (entry.replace("/", "__") + ".png")
+        problems += await _chapter_problems(page, entry)
+    shot = SCREENSHOTS / width_name / (entry.replace("/", "__") + ".jpg")
     shot.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shot), full_page=True)
+    await page.screenshot(path=str(shot), full_page=True, type="jpeg", quality=60)
     return [f"{entry} ({width_name}): {problem}" for problem in problems]
 
 
-def _chapter_problems(page, entry: str) -> list[str]:
+async def _chapter_problems(page, entry: str) -> list[str]:
     """A chapter's folded solutions, its Colab launch button and its download button."""
     problems = []
     repository, branch = _repository()
     colab = f"https://colab.research.google.com/github/{repository}/blob/{branch}/{entry}.ipynb"
-    if page.locator(f'a[href="{colab}"]').count() == 0:
+    if await page.locator(f'a[href="{colab}"]').count() == 0:
         problems.append(f"no Colab launch button ({colab})")
-    if page.locator('.dropdown-download-buttons a[href$=".ipynb"]').count() == 0:
+    if await page.locator('.dropdown-download-buttons a[href$=".ipynb"]').count() == 0:
         problems.append("no button to download the notebook")
     solutions = page.locator("div.solution.dropdown")
-    if solutions.count() == 0:
+    if await solutions.count() == 0:
         problems.append("no folded solution")
-    for index in range(solutions.count()):
+    for index in range(await solutions.count()):
         solution = solutions.nth(index)
         body = solution.locator(":scope > section").first
-        name = solution.get_attribute("id")
-        if body.is_visible():
+        name = await solution.get_attribute("id")
+        if await body.is_visible():
             problems.append(f"solution {name} is shown before its toggle is clicked")
             continue
-        solution.locator("button.toggle-button").first.click()
+        await solution.locator("button.toggle-button").first.click()
         try:
-            body.wait_for(state="visible", timeout=3000)
+            await body.wait_for(state="visible", timeout=3000)
         except Exception:  # playwright's TimeoutError: report it with the others
             problems.append(f"solution {name} stays hidden after its toggle is clicked")
     return problems
 
 
+async def _check_pages(async_playwright, base: str, entries: list[str], width_name: str) -> list[str]:
+    """Every page at one width, a few at a time, with every request off this machine refused."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = await browser.new_context(viewport=VIEWPORTS[width_name])
+        outside: list[str] = []
+
+        async def offline(route) -> None:
+            if route.request.url.startswith(base):
+                await route.continue_()
+            else:
+                outside.append(route.request.url)
+                await route.abort()
+
+        await context.route("**/*", offline)
+        slots = asyncio.Semaphore(PAGES_AT_ONCE)
+
+        async def check(entry: str) -> list[str]:
+            async with slots:
+                page = await context.new_page()
+                try:
+                    return await _page_problems(page, base, entry, width_name)
+                finally:
+                    await page.close()
+
+        try:
+            found = await asyncio.gather(*(check(entry) for entry in entries))
+        finally:
+            await browser.close()
+    problems = [problem for page_problems in found for problem in page_problems]
+    return problems + [f"requested from the network (the book must read offline): {url}"
+                       for url in sorted(set(outside))]
+
+
 @pytest.mark.parametrize("width_name", list(VIEWPORTS))
-def test_every_page_reads_well_in_a_browser(chromium, served_book, toc_pages, width_name) -> None:
-    context = chromium.new_context(viewport=VIEWPORTS[width_name])
-    outside: list[str] = []
-
-    def offline(route) -> None:
-        if route.request.url.startswith(served_book):
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", offline)
-    problems: list[str] = []
-    try:
-        for entry in toc_pages:
-            page = context.new_page()
-            problems += _page_problems(page, served_book, entry, width_name)
-            page.close()
-    finally:
-        context.close()
-    problems += [f"requested from the network (the book must read offline): {url}"
-                 for url in sorted(set(outside))]
+def test_every_page_reads_well_in_a_browser(async_playwright, served_book, toc_pages, width_name) -> None:
+    problems = asyncio.run(_check_pages(async_playwright, served_book, toc_pages, width_name))
     assert not problems, f"{len(problems)} problems; screenshots in {SCREENSHOTS}:\n" + "\n".join(problems)
