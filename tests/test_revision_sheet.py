@@ -56,7 +56,7 @@ def test_every_paper_number_is_on_the_page_once():
 
 def test_ours_is_pasted_from_the_chapter_that_records_it():
     text = PAGE.read_text(encoding="utf-8")
-    pasted = {key: stem for stem, key in re.findall(r"\{glue:text\}`\.\./notebooks/(\w+)\.ipynb::ours\.([\w.]+)`",
+    pasted = {key: stem for stem, key in re.findall(r"\{glue:text\}`\.\./notebooks/(\w+)\.ipynb::ours\.([\w.]+):s`",
                                                        text)}
     recorded = {}
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):

@@ -152,7 +152,8 @@ def _cell(text: str) -> str:
 def _ours(key: str, recorded: dict[str, str]) -> str:
     if key not in recorded:
         return "not measured in this book"
-    return f"{{glue:text}}`../notebooks/{recorded[key]}.ipynb::{glue_name(key)}`"
+    # ":s" ends the role: without a format spec, {glue:text} would split the key at its "::".
+    return f"{{glue:text}}`../notebooks/{recorded[key]}.ipynb::{glue_name(key)}:s`"
 
 
 def _settings() -> list[str]:
