@@ -109,7 +109,8 @@ FGSM is the exact inner maximizer when $L$ is linear in $x$; any attack gives a 
 the inner maximum.
 
 **The PGD step and projection** (Sec. 2.1): from a random start $x^0 = x + \eta$,
-$\eta \sim U(-\epsilon, \epsilon)^n$, repeat
+$\eta \sim U(-\epsilon, \epsilon)^n$, repeat, with step size $a$ (Madry et al. call it $\alpha$;
+here $\alpha$ is already the weight of the mix above)
 
 $$
 x^{t+1} = \Pi_{x + \mathcal S}\big(x^t + a\,\mathrm{sign}(\nabla_x L(\theta, x^t, y))\big),

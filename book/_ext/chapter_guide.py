@@ -78,12 +78,12 @@ class FillChapterGuide(SphinxPostTransform):
         exec_data = NbMetadataCollector.get_doc_data(self.env)
         for node in findall(self.document)(chapter_guide_node):
             table = nodes.table(classes=["colwidths-auto", "chapter-guide"])
-            group = nodes.tgroup(cols=4)
+            group = nodes.tgroup(cols=3)
             table += group
-            group += [nodes.colspec(colwidth=width) for width in (30, 46, 12, 12)]
+            group += [nodes.colspec(colwidth=width) for width in (30, 54, 16)]
             head, body = nodes.thead(), nodes.tbody()
             group += [head, body]
-            head += nodes.row("", *(_entry(nodes.Text(name)) for name in ("chapter", "what it shows", "read", "run")))
+            head += nodes.row("", *(_entry(nodes.Text(name)) for name in ("chapter", "what it shows", "read / run")))
             for docname, target, text_nodes in node["rows"]:
                 link = pending_xref(refdoc=self.env.docname, reftarget=target, reftype="doc", refdomain="std",
                                     refexplicit=False, refwarn=True, classes=["xref", "doc"])
@@ -95,7 +95,7 @@ class FillChapterGuide(SphinxPostTransform):
                 runtime = record.get("runtime")
                 run = _minutes(runtime) if runtime is not None and record.get("succeeded") else "not executed"
                 body += nodes.row("", _entry(link), _entry(*[n.deepcopy() for n in text_nodes]),
-                                  _entry(nodes.Text(read)), _entry(nodes.Text(run)))
+                                  _entry(nodes.Text(f"{read} / {run}")))
             node.replace_self(table)
 
 
