@@ -97,3 +97,23 @@ def test_book_builds_without_warnings(smoke_book, toc_pages) -> None:
     recorded = {key for notebook in NOTEBOOKS for cell in json.loads(notebook.read_text())["cells"]
                 if cell["cell_type"] == "code" for key in re.findall(r'record_ours\(\s*"([^"]+)"', "".join(cell["source"]))}
     assert "glue:text" not in revision and revision.count('class="pasted-text"') == len(recorded) > 0
+
+
+COLLAPSED = {"hide-input", "hide-cell", "remove-input", "remove-cell"}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_cells_that_only_print_sentences_or_paper_tables_are_collapsed(notebook: Path) -> None:
+    """A page reads like a lecture: the code that words a sentence or lays out the paper-vs-ours
+    table is folded behind "Show code" (CONTRIBUTING.md, pages that read like a lecture)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    visible = []
+    for index, cell in enumerate(cells):
+        source = "".join(cell["source"]).lstrip()
+        if cell["cell_type"] != "code" or source.startswith("# @title Solution"):
+            continue
+        prints_a_sentence = source.startswith("display(Markdown(")
+        paper_table = re.search(r"^paper_vs_ours = ", source, flags=re.M) is not None
+        if (prints_a_sentence or paper_table) and not COLLAPSED & set(cell["metadata"].get("tags", [])):
+            visible.append(f"cell {index} ({cell.get('id')})")
+    assert not visible, f"{notebook.name}: tag these cells hide-input: {visible}"
