@@ -12,9 +12,10 @@ offline), at a desktop and a phone width, and checked for:
 * on chapters: every solution folded until its toggle is clicked and shown after the click;
   the Colab launch button and the download button present.
 
-Full-page screenshots (JPEG) of every page at both widths are written to
-``_build/browser-check/`` for a person to look at. The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or
-``ADVCORE_CHROMIUM``), driven by Playwright: no browser is downloaded.
+The page is inspected after its solutions were opened, so their code and figures are checked
+too. Full-page screenshots (JPEG, solutions open) of every page at both widths are written to
+``_build/browser-check/`` for a person to look at. The browser is Debian's ``chromium``
+(``/usr/bin/chromium``, or ``ADVCORE_CHROMIUM``), driven by Playwright: no browser is downloaded.
 """
 
 from __future__ import annotations
@@ -117,21 +118,19 @@ async def _page_problems(page, base: str, entry: str, width_name: str) -> list[s
     if await page.evaluate("() => !!document.querySelector('script[src*=\"mathjax\"]')"):
         await page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
         await page.evaluate("() => MathJax.startup.promise")
+    problems = await _chapter_problems(page, entry) if entry.startswith("notebooks/") else []
     await page.evaluate(LOAD_IMAGES)
     found = await page.evaluate(INSPECT)
-    problems = list(errors)
     problems += [f"math not typeset: {text!r}" for text in found["untypeset"][:3]]
     problems += [f"math left as text: {text!r}" for text in LITERAL_MATH.findall(found["text"])[:3]]
     problems += [f"image not loaded: {src}" for src in found["broken"]]
     problems += [f"figure without alt text: {src}" for src in found["noAlt"]]
     problems += [f"figure without a caption: {src}" for src in found["noCaption"]]
     problems += [f"code line overflows its block ({line})" for line in found["overflowing"][:3]]
-    if entry.startswith("notebooks/"):
-        problems += await _chapter_problems(page, entry)
     shot = SCREENSHOTS / width_name / (entry.replace("/", "__") + ".jpg")
     shot.parent.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(shot), full_page=True, type="jpeg", quality=60)
-    return [f"{entry} ({width_name}): {problem}" for problem in problems]
+    return [f"{entry} ({width_name}): {problem}" for problem in errors + problems]  # errors: to the end
 
 
 async def _chapter_problems(page, entry: str) -> list[str]:
