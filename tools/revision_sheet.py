@@ -44,6 +44,7 @@ PAPER_NAMES = {
     "madrylab_challenges": "MadryLab's released code",
     "croce2020reliable": "Croce & Hein 2020",
     "engstrom2019robustness": "MadryLab's robustness library",
+    "papernot2017practical": "Papernot et al. 2017",  # used by the fidelity branch's later numbers
 }
 #: The settings table: (what, key) in the order a student meets them.
 SETTINGS = {
