@@ -330,8 +330,9 @@ def render(chapters: list[Chapter]) -> str:
         "**Coding** exercises come with a check you run in the notebook, such as",
         "`check_fgsm(my_fgsm)` from `advcore.exercises`: it runs your function on hidden cases and",
         "says in plain words what is right or what is wrong. **Conceptual** exercises have a worked",
-        "answer backed by a small experiment. Solutions are folded: in the book under *Solution to",
-        "Exercise ...*, in Colab under the solution cell's title. Try first, then click to reveal.",
+        "answer backed by a small experiment. In the book every solution is folded under *Solution to",
+        "Exercise ...*: try first, then click to reveal. In Colab the solution code stays folded under",
+        "its title, and a worked answer follows the exercise below a `solution-start` line.",
         "",
         *_lecture_sentence(chapters),
     ]
