@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,20 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def _toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        files += [chapter["file"] for chapter in part.get("chapters", [])]
-    return files
-
-
 def _config() -> dict:
     return yaml.safe_load((ROOT / "_config.yml").read_text())
 
 
-def test_toc_lists_only_pages_that_exist_and_every_notebook() -> None:
-    files = _toc_files()
+def test_toc_lists_only_pages_that_exist_and_every_notebook(toc_pages) -> None:
+    files = toc_pages
     for entry in files:
         assert any((ROOT / f"{entry}{suffix}").is_file() for suffix in (".md", ".ipynb")), entry
     listed = {entry for entry in files if entry.startswith("notebooks/")}
@@ -69,20 +58,14 @@ def _unrendered_math(page: str) -> list[str]:
 
 
 @pytest.mark.book
-def test_book_builds_without_warnings(tmp_path: Path) -> None:
+def test_book_builds_without_warnings(smoke_book, toc_pages) -> None:
     """The whole book, executed in the smoke profile, with every warning an error."""
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    env = {**os.environ, "ADVCORE_PROFILE": "smoke"}
-    env.pop("MPLBACKEND", None)  # the tests' Agg backend would make plt.show() draw nothing: render as make book does
-    result = subprocess.run(
-        [str(jupyter_book), "build", str(ROOT), "--all", "-W", "-n", "--keep-going", "--path-output", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=3600,
-    )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
-    html = tmp_path / "_build" / "html"
+    if smoke_book.reused:
+        pytest.skip(smoke_book.log)
+    assert smoke_book.returncode == 0, smoke_book.log[-6000:]
+    html = smoke_book.html
     assert (html / "index.html").is_file()
-    for entry in _toc_files():
+    for entry in toc_pages:
         assert (html / f"{entry}.html").is_file(), f"{entry} was not rendered"
     # Every chapter shows its figures (drawn, saved and linked by the build).
     for notebook in NOTEBOOKS:
@@ -98,3 +81,39 @@ def test_book_builds_without_warnings(tmp_path: Path) -> None:
         assert f"notebooks/{notebook.stem}" in build_page, f"{notebook.stem} is missing from the execution table"
     assert "❌" not in build_page
     assert build_page.count("✅") == len(NOTEBOOKS)
+    # The intro's chapter guide: a row per chapter, read and run times filled in by the build.
+    intro = (html / "book" / "intro.html").read_text(encoding="utf-8")
+    guide = re.search(r'<table class="[^"]*chapter-guide.*?</table>', intro, flags=re.S)
+    assert guide, "the intro has no chapter guide table"
+    rows = re.findall(r"<tr.*?</tr>", guide.group(0), flags=re.S)[1:]
+    assert len(rows) == len(NOTEBOOKS)
+    for row in rows:
+        cells = re.findall(r"<td>(.*?)</td>", row, flags=re.S)
+        read, run = cells[2].split(" / ")
+        assert re.search(r"^<p>(\d+ min|under 1 min)$", read), f"no reading time: {row}"
+        assert re.search(r"^(\d+ s|\d+\.\d min)</p>$", run.strip()), f"no run time: {row}"
+    # The revision sheet pastes every "ours" the chapters recorded (a missing glue fails the build).
+    revision = (html / "book" / "revision.html").read_text(encoding="utf-8")
+    recorded = {key for notebook in NOTEBOOKS for cell in json.loads(notebook.read_text())["cells"]
+                if cell["cell_type"] == "code" for key in re.findall(r'record_ours\(\s*"([^"]+)"', "".join(cell["source"]))}
+    assert "glue:text" not in revision and revision.count('class="pasted-text"') == len(recorded) > 0
+
+
+COLLAPSED = {"hide-input", "hide-cell", "remove-input", "remove-cell"}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_cells_that_only_print_sentences_or_paper_tables_are_collapsed(notebook: Path) -> None:
+    """A page reads like a lecture: the code that words a sentence or lays out the paper-vs-ours
+    table is folded behind "Show code" (CONTRIBUTING.md, pages that read like a lecture)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    visible = []
+    for index, cell in enumerate(cells):
+        source = "".join(cell["source"]).lstrip()
+        if cell["cell_type"] != "code" or source.startswith("# @title Solution"):
+            continue
+        prints_a_sentence = source.startswith("display(Markdown(")
+        paper_table = re.search(r"^paper_vs_ours = ", source, flags=re.M) is not None
+        if (prints_a_sentence or paper_table) and not COLLAPSED & set(cell["metadata"].get("tags", [])):
+            visible.append(f"cell {index} ({cell.get('id')})")
+    assert not visible, f"{notebook.name}: tag these cells hide-input: {visible}"

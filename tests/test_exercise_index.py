@@ -1,9 +1,10 @@
 """The exercise index (book/exercises.md) cannot drift from the chapters' exercises.
 
-* every ``### Exercise N.k (level): title`` heading in notebooks/*.ipynb is listed on the
-  index page, and every row of the page is such a heading (read independently of the tool);
+* every ``:::{exercise} N.k, level: title`` block in notebooks/*.ipynb is listed on the
+  index page, and every row of the page is such a block (read independently of the tool);
 * the committed page is exactly what ``tools/exercise_index.py`` generates;
-* the exercises follow CONTRIBUTING.md's convention (collapsed solutions, real stubs, ...).
+* the exercises follow CONTRIBUTING.md's convention (labels, gated dropdown solutions, real
+  stubs, ...).
 
 Fix a failure by running ``python tools/exercise_index.py`` (it rewrites the page and
 prints convention problems).
@@ -34,20 +35,20 @@ def _load_tool():
 
 tool = _load_tool()
 
-# A row links to its chapter, ../notebooks/NN_name.ipynb, or to the exercise's MyST target, #label.
-ROW = re.compile(r"^\| (?P<label>\d+\.\d+) \| \[(?P<title>.*)\]\((?P<link>\.\./notebooks/[^)]+\.ipynb|#[^)]+)\) "
+# A row links to the exercise by its label, #exercise-N-k.
+ROW = re.compile(r"^\| (?P<label>\d+\.\d+) \| \[(?P<title>.*)\]\((?P<link>#exercise-\d+-\d+)\) "
                  r"\| (?P<level>[a-z-]+) \| .+ \|$")
 
 
 def headings_in_notebooks() -> set[tuple[str, str, str]]:
-    """``(N.k, level, title)`` of every exercise heading, straight from the JSON."""
+    """``(N.k, level, title)`` of every exercise block, straight from the JSON."""
     found = set()
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             if cell["cell_type"] != "markdown":
                 continue
             for line in "".join(cell["source"]).splitlines():
-                match = re.match(r"^### Exercise (\d+\.\d+) \(([a-z-]+)\): (.+?)\s*$", line)
+                match = re.match(r"^:::\{exercise\} (\d+\.\d+), ([a-z-]+): (.+?)\s*$", line)
                 if match:
                     found.add(match.groups())
     return found
@@ -86,9 +87,11 @@ def test_index_page_is_in_the_toc_and_links_only_to_chapters_in_it():
     for link in links:
         assert (ROOT / link).with_suffix(".ipynb").exists(), link
         assert str(Path(link).with_suffix("")) in in_toc, f"{link} is not in _toc.yml"
-    anchors = {e.anchor for c in tool.collect() for e in c.exercises if e.anchor}
-    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
-        assert anchor in anchors, f"#{anchor} is not the target of an exercise in a chapter of the toc"
+    labels = {e.options.get("label") for c in tool.collect() for e in c.exercises}
+    anchors = re.findall(r"\]\(#([^)]+)\)", text)
+    assert anchors, "the index links to no exercise"
+    for anchor in anchors:
+        assert anchor in labels, f"#{anchor} is not the label of an exercise in a chapter of the toc"
 
 
 def test_exercises_follow_the_convention():
@@ -104,7 +107,20 @@ def _notebook(*cells: tuple[str, str, dict]) -> dict:
             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
-SOLUTION_META = {"cellView": "form", "tags": ["hide-input"]}
+SOLUTION_META = {"cellView": "form"}
+
+
+def _exercise(label: str, level: str, title: str, body: str) -> str:
+    n, k = label.split(".")
+    return f":::{{exercise}} {label}, {level}: {title}\n:label: exercise-{n}-{k}\n:nonumber:\n\n{body}\n:::"
+
+
+def _solution_start(label: str, extra: str = "") -> str:
+    n, k = label.split(".")
+    return f":::{{solution-start}} exercise-{n}-{k}\n:label: solution-{n}-{k}\n:class: dropdown\n:::{extra}"
+
+
+SOLUTION_END = ":::{solution-end}\n:::"
 
 
 @pytest.fixture
@@ -115,35 +131,40 @@ def book(tmp_path: Path) -> Path:
         "format: jb-book\nroot: book/intro\nparts:\n  - caption: I\n    chapters:\n"
         "      - file: notebooks/01_demo\n  - caption: Back\n    chapters:\n      - file: book/exercises\n")
     chapter = _notebook(
-        ("markdown", "# 1. Demo | pipes\n\n## Exercises\n\n### Exercise 1.1 (warm-up): implement `fgsm`", {}),
+        ("markdown", "# 1. Demo | pipes\n\n## Exercises\n\n" + _exercise("1.1", "warm-up", "implement `fgsm`", "Do it."), {}),
         ("code", "def f(*a):\n    raise NotImplementedError\n\ncheck_fgsm(f)", {}),
+        ("markdown", _solution_start("1.1"), {}),
         ("code", "# @title Solution (click to show)\ncheck_fgsm(reference_fgsm)", SOLUTION_META),
-        ("markdown", "(exercise-1-2)=\n### Exercise 1.2 (open-ended): why $\\epsilon$?\n\n<details><summary>Solution"
-                     "</summary>\n\nBecause.\n\n</details>", {}),
+        ("markdown", SOLUTION_END, {}),
+        ("markdown", _exercise("1.2", "open-ended", "why $\\epsilon$?", "Think.") + "\n\n"
+                     + _solution_start("1.2", "\n\nBecause."), {}),
         ("code", "# @title Solution (click to show)\nprint(1)", SOLUTION_META),
+        ("markdown", SOLUTION_END, {}),
         ("markdown", "## Further reading", {}),
         ("code", "check_project_linf(g)", {}),  # after the exercises: belongs to none
     )
     (tmp_path / "notebooks" / "01_demo.ipynb").write_text(json.dumps(chapter))
-    other = _notebook(("markdown", "# 2. Other\n\n### Exercise 2.1 (core): x", {}))
+    other = _notebook(("markdown", "# 2. Other\n\n" + _exercise("2.1", "core", "x", "y"), {}))
     (tmp_path / "notebooks" / "02_other.ipynb").write_text(json.dumps(other))
     return tmp_path
 
 
-def test_tool_reads_headings_kinds_and_skips_chapters_outside_the_toc(book):
+def test_tool_reads_blocks_kinds_and_skips_chapters_outside_the_toc(book):
     chapters = tool.collect(book)
     assert [c.docname for c in chapters] == ["notebooks/01_demo"]
     first, second = chapters[0].exercises
     assert (first.label, first.level, first.kind) == ("1.1", "warm-up", "coding, checked by `check_fgsm`")
     assert (second.label, second.level, second.kind) == ("1.2", "open-ended",
                                                          "conceptual (worked answer and experiment)")
+    assert second.solutions[0].text.strip() == "Because."
     page = tool.render(chapters)
     assert "## 1. Demo | pipes" in page
-    assert "| 1.1 | [implement `fgsm`](../notebooks/01_demo.ipynb) | warm-up |" in page
+    assert "| 1.1 | [implement `fgsm`](#exercise-1-1) | warm-up |" in page
     assert "2 exercises in 1 chapter (1 warm-up, 0 core, 1 open-ended)" in page
-    assert "| 1.2 | [why $\\epsilon$?](#exercise-1-2) | open-ended |" in page  # straight to its target
-    assert first.anchor is None and second.anchor == "exercise-1-2"
+    assert "| 1.2 | [why $\\epsilon$?](#exercise-1-2) | open-ended |" in page  # straight to its label
     assert "02_other" not in page
+    assert not tool.convention_problems(book) or all("01_demo" not in p or "the course asks" in p
+                                                      for p in tool.convention_problems(book))
 
 
 def test_tool_reports_broken_conventions(book):
@@ -153,18 +174,31 @@ def test_tool_reports_broken_conventions(book):
     assert not [p for p in problems if "01_demo" in p and "exercises, the course asks" not in p]
 
     broken = _notebook(
-        ("markdown", "# 1. Demo\n\n### Exercise 1.2 - typo\n\n### Exercise 1.3 (core): solved stub", {}),
+        ("markdown", "# 1. Demo\n\n### Exercise 1.2 (core): an old heading\n\n"
+                     ":::{exercise} 1.3, core: solved stub\n:label: exercise-1-9\n\nq\n:::", {}),
         ("code", "def f(x):\n    return x\n\ncheck_fgsm(f)", {}),
-        ("code", "# @title Solution (click to show)\nprint('no check, no metadata')", {}),
+        ("code", "# @title Solution (click to show)\nprint('outside the block')", {}),
+        ("markdown", ":::{solution-start} exercise-1-3\n:label: solution-1-3\n:::", {}),
+        ("code", "# @title Solution (click to show)\nprint('no check')", {"cellView": "form", "tags": ["hide-input"]}),
+        ("markdown", ":::{exercise} 1.4, core: never closed\n:label: exercise-1-4\n:nonumber:\n\nq\n:::", {}),
+        ("markdown", _solution_start("1.4"), {}),
+        ("code", "# @title Solution (click to show)\nprint(2)", {}),
     )
     (book / "notebooks" / "01_demo.ipynb").write_text(json.dumps(broken))
     problems = "\n".join(tool.convention_problems(book))
-    assert "'### Exercise 1.2 - typo' is not `### Exercise N.k" in problems
-    assert "numbered ['1.3'], expected ['1.1']" in problems
-    assert "lacks metadata" in problems
+    assert "'### Exercise 1.2 (core): an old heading' is not an exercise block" in problems
+    assert "numbered ['1.3', '1.4'], expected ['1.1', '1.2']" in problems
+    assert "needs `:label: exercise-1-3` (has 'exercise-1-9')" in problems
+    assert "needs `:nonumber:`" in problems
+    assert "a `# @title Solution` cell outside the solution block" in problems
+    assert "needs `:class: dropdown`" in problems
+    assert "is not closed by `:::{solution-end}`" in problems
+    assert "has a hide-input/hide-cell tag" in problems
+    assert 'metadata {"cellView": "form"}' in problems
     assert "solution cell does not run the check" in problems
     assert "solved by mistake" in problems
-    assert "1 exercises, the course asks for 2 to 4" in problems
+    assert "solution to exercise-1-3 is not closed before exercise 1.4" in problems
+    assert "solution to exercise-1-4 is never closed" in problems
 
 
 def test_tool_check_mode_flags_a_stale_page(tmp_path, monkeypatch):

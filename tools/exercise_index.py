@@ -1,15 +1,30 @@
-"""Regenerate the book's exercise index, book/exercises.md, from the chapters' headings.
+"""Regenerate the book's exercise index, book/exercises.md, from the chapters' exercise blocks.
 
-Every exercise in a chapter notebook starts with a markdown heading (CONTRIBUTING.md)::
+Every exercise in a chapter notebook is a ``sphinx-exercise`` block (CONTRIBUTING.md)::
 
-    ### Exercise N.k (warm-up | core | open-ended): title
+    :::{exercise} N.k, warm-up|core|open-ended: title
+    :label: exercise-N-k
+    :nonumber:
 
-This script reads those headings from ``notebooks/NN_*.ipynb`` (the chapters listed in
+    the question
+    :::
+
+followed (after the student's stub, for a coding exercise) by a gated, folded solution::
+
+    :::{solution-start} exercise-N-k
+    :label: solution-N-k
+    :class: dropdown
+    :::
+    ... worked answer (markdown) and solution code cells ...
+    :::{solution-end}
+    :::
+
+This script reads those blocks from ``notebooks/NN_*.ipynb`` (the chapters listed in
 ``_toc.yml``), works out each exercise's kind from its cells -- *coding* when a code cell
 calls an ``advcore.exercises.check_*`` function, *conceptual* otherwise -- and writes the
-index page. ``tests/test_exercise_index.py`` fails when the committed page differs from
-what this script generates, and when an exercise breaks the conventions
-(:func:`convention_problems`), so the index cannot drift from the chapters.
+index page, which links to every exercise by its label. ``tests/test_exercise_index.py``
+fails when the committed page differs from what this script generates, and when an exercise
+breaks the conventions (:func:`convention_problems`), so the index cannot drift from the chapters.
 
 Usage (from the repository root)::
 
@@ -34,15 +49,21 @@ INDEX_PAGE = Path("book/exercises.md")
 LEVELS = ("warm-up", "core", "open-ended")
 EXERCISES_PER_CHAPTER = (2, 4)  # the issue: "2-4 per chapter"
 
-#: The exact heading of an exercise.
-HEADING = re.compile(r"^### Exercise (?P<chapter>\d+)\.(?P<number>\d+) "
-                     r"\((?P<level>warm-up|core|open-ended)\): (?P<title>\S.*?)\s*$")
-#: Anything that looks like an exercise heading; those not matching HEADING are typos.
-LOOSE_HEADING = re.compile(r"^\s{0,3}#{1,6}\s*Exercises?\s*\d", re.IGNORECASE)
-#: A heading that ends an exercise: level 1 to 3.
-SECTION = re.compile(r"^\s{0,3}#{1,3}\s")
-#: A MyST target, ``(exercise-1-2)=``; right before an exercise heading it is linked directly.
-TARGET = re.compile(r"^\((?P<label>[^()\s]+)\)=\s*$")
+#: The first line of an exercise block.
+EXERCISE = re.compile(r"^:::\{exercise\} (?P<chapter>\d+)\.(?P<number>\d+), "
+                      r"(?P<level>warm-up|core|open-ended): (?P<title>\S.*?)\s*$")
+#: Anything that looks like an exercise (a block or an old-style heading); those not matching
+#: EXERCISE are typos or leftovers.
+LOOSE_EXERCISE = re.compile(r"^\s{0,3}(#{1,6}\s*Exercises?\s*\d|(:{3,}|`{3,})\s*\{exercise(-start)?\})",
+                            re.IGNORECASE)
+#: A directive option line, ``:label: exercise-1-2``.
+OPTION = re.compile(r"^:(?P<name>[a-z-]+):\s*(?P<value>.*?)\s*$")
+SOLUTION_START = re.compile(r"^:::\{solution-start\}\s*(?P<target>\S*)\s*$")
+SOLUTION_END = re.compile(r"^:::\{solution-end\}\s*$")
+#: A solution that is not gated: its code could not be a real (executed) cell.
+UNGATED_SOLUTION = re.compile(r"^\s{0,3}(:{3,}|`{3,})\s*\{solution\}")
+#: A heading that ends the exercises: level 1 or 2.
+SECTION = re.compile(r"^\s{0,3}#{1,2}\s")
 CHECK_CALL = re.compile(r"\b(check_\w+)\s*\(")
 SOLUTION_TITLE = "# @title Solution"
 COLLAPSING_TAGS = {"hide-input", "hide-cell"}
@@ -55,29 +76,46 @@ LECTURE_EXERCISES = {
 
 
 @dataclass
+class Solution:
+    """The gated solution block of an exercise."""
+
+    target: str  # the exercise label it names
+    options: dict[str, str] = field(default_factory=dict)
+    text: str = ""  # the worked answer: markdown inside the block
+    cells: list[dict] = field(default_factory=list)  # code cells inside the block
+    closed: bool = False
+
+
+@dataclass
 class Exercise:
-    """One exercise of a chapter, as found under its heading."""
+    """One exercise of a chapter: its block, the code cells after it, its solution."""
 
     chapter: int
     number: int
     level: str
     title: str
-    anchor: str | None = None  # the MyST target right before the heading, if any
+    options: dict[str, str] = field(default_factory=dict)  # :label:, :nonumber:, ...
     checks: list[str] = field(default_factory=list)  # check_* functions its cells call
-    details: int = 0  # <details> blocks (worked answers) in its markdown
-    solution_cells: list[dict] = field(default_factory=list)
-    stub_cells: list[str] = field(default_factory=list)  # code cells that call a check, not solutions
+    stub_cells: list[str] = field(default_factory=list)  # code cells outside the solution that call a check
+    loose_solution_cells: list[str] = field(default_factory=list)  # `# @title Solution` cells outside a block
+    solutions: list[Solution] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         return f"{self.chapter}.{self.number}"
 
     @property
+    def target(self) -> str:
+        """The label the exercise must carry, ``exercise-N-k``."""
+        return f"exercise-{self.chapter}-{self.number}"
+
+    @property
     def kind(self) -> str:
         if self.checks:
             return "coding, checked by " + ", ".join(f"`{name}`" for name in self.checks)
-        extras = [name for name, present in (("worked answer", self.details),
-                                             ("experiment", self.solution_cells)) if present]
+        worked = any(s.text.strip() for s in self.solutions)
+        experiment = any(s.cells for s in self.solutions)
+        extras = [name for name, present in (("worked answer", worked), ("experiment", experiment)) if present]
         return "conceptual" + (f" ({' and '.join(extras)})" if extras else "")
 
 
@@ -88,7 +126,8 @@ class Chapter:
     path: Path  # relative to the repository root, e.g. notebooks/01_panda.ipynb
     title: str
     exercises: list[Exercise]
-    malformed: list[str]  # heading lines that look like exercises but do not match HEADING
+    malformed: list[str]  # lines that look like exercises but do not match EXERCISE
+    problems: list[str] = field(default_factory=list)  # structure errors found while reading
 
     @property
     def number(self) -> int:
@@ -108,10 +147,11 @@ def _source(cell: dict) -> str:
 
 
 def _markdown_lines(text: str) -> list[str]:
-    """The lines of a markdown cell outside code fences."""
+    """The lines of a markdown cell outside backtick/tilde code fences."""
     lines, fenced = [], False
     for line in text.splitlines():
-        if line.lstrip().startswith(("```", "~~~")):
+        if line.lstrip().startswith(("```", "~~~")) and not LOOSE_EXERCISE.match(line) \
+                and not UNGATED_SOLUTION.match(line):
             fenced = not fenced
             continue
         if not fenced:
@@ -119,49 +159,101 @@ def _markdown_lines(text: str) -> list[str]:
     return lines
 
 
-def read_chapter(path: Path, root: Path = ROOT) -> Chapter:
-    """The title, exercises and malformed exercise headings of one notebook."""
-    cells = json.loads((root / path).read_text(encoding="utf-8"))["cells"]
-    title, exercises, malformed = path.stem, [], []
-    current: Exercise | None = None
-    target: str | None = None  # a MyST target on the last non-blank markdown line
-    for cell in cells:
-        text = _source(cell)
-        if cell.get("cell_type") != "markdown":
-            target = None
-        if cell.get("cell_type") == "markdown":
-            for line in _markdown_lines(text):
-                if line.startswith("# ") and title == path.stem:
-                    title = line[2:].strip()
-                match = HEADING.match(line)
-                if match:
-                    current = Exercise(int(match["chapter"]), int(match["number"]), match["level"],
-                                       match["title"], anchor=target)
-                    exercises.append(current)
-                    target = None
+class _Reader:
+    """Walks a notebook's cells once, in order, and assembles its exercises."""
+
+    def __init__(self, path: Path) -> None:
+        self.chapter = Chapter(path, path.stem, [], [])
+        self.current: Exercise | None = None
+        self.solution: Solution | None = None  # the open gated solution, if any
+        self.options_of: dict | None = None  # the directive whose option lines come next
+
+    def problem(self, text: str) -> None:
+        self.chapter.problems.append(f"{self.chapter.path.as_posix()}: {text}")
+
+    def markdown(self, text: str) -> None:
+        for line in _markdown_lines(text):
+            if self.options_of is not None:
+                option = OPTION.match(line)
+                if option:
+                    self.options_of[option["name"]] = option["value"]
                     continue
-                if line.strip():
-                    found = TARGET.match(line.strip())
-                    target = found["label"] if found else None
-                if LOOSE_HEADING.match(line):
-                    malformed.append(line.strip())
-                if SECTION.match(line):
-                    current = None
-            if current is not None:
-                current.details += text.count("<details")
-        elif cell.get("cell_type") == "code" and current is not None:
-            _add_code_cell(current, cell, text)
-    return Chapter(path, title, exercises, malformed)
+                self.options_of = None
+            if line.startswith("# ") and self.chapter.title == self.chapter.path.stem:
+                self.chapter.title = line[2:].strip()
+            if self._directive(line) or line.strip() == ":::":
+                continue
+            if SECTION.match(line):
+                if self.solution is not None:
+                    self.problem(f"solution to {self.solution.target} is not closed before {line.strip()!r}")
+                    self.solution = None
+                self.current = None
+            elif self.solution is not None:
+                self.solution.text += line + "\n"
+
+    def _directive(self, line: str) -> bool:
+        """Handle an exercise or solution directive line; False when the line is none."""
+        match = EXERCISE.match(line)
+        if match:
+            if self.solution is not None:
+                self.problem(f"solution to {self.solution.target} is not closed before exercise "
+                             f"{match['chapter']}.{match['number']}")
+                self.solution = None
+            self.current = Exercise(int(match["chapter"]), int(match["number"]), match["level"], match["title"])
+            self.chapter.exercises.append(self.current)
+            self.options_of = self.current.options
+            return True
+        if LOOSE_EXERCISE.match(line):
+            self.chapter.malformed.append(line.strip())
+            return True
+        if UNGATED_SOLUTION.match(line):
+            self.problem(f"{line.strip()!r}: use the gated form, solution-start ... solution-end")
+            return True
+        match = SOLUTION_START.match(line)
+        if match:
+            if self.current is None:
+                self.problem(f"solution to {match['target'] or '(no exercise named)'} outside an exercise")
+                return True
+            self.solution = Solution(match["target"])
+            self.current.solutions.append(self.solution)
+            self.options_of = self.solution.options
+            return True
+        if SOLUTION_END.match(line):
+            if self.solution is None:
+                self.problem("solution-end without a solution-start")
+            else:
+                self.solution.closed = True
+                self.solution = None
+            return True
+        return False
+
+    def code(self, cell: dict, text: str) -> None:
+        exercise = self.current
+        if exercise is None:
+            return
+        for name in CHECK_CALL.findall(text):
+            if name not in exercise.checks:
+                exercise.checks.append(name)
+        if self.solution is not None:
+            self.solution.cells.append({"metadata": cell.get("metadata", {}), "source": text})
+        elif text.lstrip().startswith(SOLUTION_TITLE):
+            exercise.loose_solution_cells.append(text)
+        elif CHECK_CALL.search(text):
+            exercise.stub_cells.append(text)
 
 
-def _add_code_cell(exercise: Exercise, cell: dict, text: str) -> None:
-    for name in CHECK_CALL.findall(text):
-        if name not in exercise.checks:
-            exercise.checks.append(name)
-    if text.lstrip().startswith(SOLUTION_TITLE):
-        exercise.solution_cells.append({"metadata": cell.get("metadata", {}), "source": text})
-    elif CHECK_CALL.search(text):
-        exercise.stub_cells.append(text)
+def read_chapter(path: Path, root: Path = ROOT) -> Chapter:
+    """The title, exercises and malformed exercise lines of one notebook."""
+    reader = _Reader(path)
+    for cell in json.loads((root / path).read_text(encoding="utf-8"))["cells"]:
+        if cell.get("cell_type") == "markdown":
+            reader.markdown(_source(cell))
+        elif cell.get("cell_type") == "code":
+            reader.options_of = None
+            reader.code(cell, _source(cell))
+    if reader.solution is not None:
+        reader.problem(f"solution to {reader.solution.target} is never closed (solution-end)")
+    return reader.chapter
 
 
 def toc_files(root: Path = ROOT) -> set[str]:
@@ -201,9 +293,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")
 
 
-def _link(chapter: Chapter, exercise: Exercise) -> str:
-    """Straight to the exercise when it has a MyST target, else to its chapter."""
-    return f"#{exercise.anchor}" if exercise.anchor else f"../{chapter.path.as_posix()}"
+def _link(exercise: Exercise) -> str:
+    """Straight to the exercise block, by its label (resolved across the book by MyST)."""
+    return f"#{exercise.options.get('label') or exercise.target}"
 
 
 def _summary(chapters: list[Chapter]) -> str:
@@ -229,8 +321,8 @@ def render(chapters: list[Chapter]) -> str:
     lines = [
         "# Exercises by chapter",
         "",
-        "% Generated by tools/exercise_index.py from the `### Exercise N.k (level): title` headings",
-        "% of notebooks/*.ipynb. Do not edit by hand: run `python tools/exercise_index.py`.",
+        "% Generated by tools/exercise_index.py from the `{exercise}` blocks of notebooks/*.ipynb.",
+        "% Do not edit by hand: run `python tools/exercise_index.py`.",
         "% tests/test_exercise_index.py fails when this page and the notebooks disagree.",
         "",
         "Every chapter ends with exercises on the idea it teaches, graded **warm-up** (apply the",
@@ -238,8 +330,9 @@ def render(chapters: list[Chapter]) -> str:
         "**Coding** exercises come with a check you run in the notebook, such as",
         "`check_fgsm(my_fgsm)` from `advcore.exercises`: it runs your function on hidden cases and",
         "says in plain words what is right or what is wrong. **Conceptual** exercises have a worked",
-        "answer backed by a small experiment. Solutions are collapsed, in the book and in Colab:",
-        "try first, then click to reveal.",
+        "answer backed by a small experiment. In the book every solution is folded under *Solution to",
+        "Exercise ...*: try first, then click to reveal. In Colab the solution code stays folded under",
+        "its title, and a worked answer follows the exercise below a `solution-start` line.",
         "",
         *_lecture_sentence(chapters),
     ]
@@ -248,7 +341,7 @@ def render(chapters: list[Chapter]) -> str:
     lines += [_summary(chapters), ""]
     for chapter in chapters:
         lines += [f"## {chapter.title}", "", "| | exercise | level | kind |", "| --- | --- | --- | --- |"]
-        lines += [f"| {e.label} | [{_cell(e.title)}]({_link(chapter, e)}) | {e.level} | {e.kind} |"
+        lines += [f"| {e.label} | [{_cell(e.title)}]({_link(e)}) | {e.level} | {e.kind} |"
                   for e in chapter.exercises]
         lines.append("")
     return "\n".join(lines)
@@ -264,8 +357,9 @@ def convention_problems(root: Path = ROOT) -> list[str]:
     for path in notebook_paths(root):
         chapter = read_chapter(path, root)
         where = path.as_posix()
-        problems += [f"{where}: heading {line!r} is not `### Exercise N.k (warm-up|core|open-ended): "
-                     "title`" for line in chapter.malformed]
+        problems += [f"{where}: {line!r} is not an exercise block `:::{{exercise}} N.k, "
+                     "warm-up|core|open-ended: title`" for line in chapter.malformed]
+        problems += chapter.problems
         if chapter.exercises and chapter.docname not in in_toc:
             problems.append(f"{where} has exercises but is not in _toc.yml")
         problems += _numbering_problems(chapter)
@@ -290,19 +384,47 @@ def _numbering_problems(chapter: Chapter) -> list[str]:
 
 def _exercise_problems(exercise: Exercise) -> list[str]:
     problems = []
-    if not exercise.solution_cells and not exercise.details:
-        problems.append("no solution (a `# @title Solution` cell or a <details> block)")
-    for cell in exercise.solution_cells:
-        metadata = cell["metadata"]
-        if metadata.get("cellView") != "form" or not COLLAPSING_TAGS & set(metadata.get("tags", [])):
-            problems.append('a solution cell lacks metadata {"cellView": "form", "tags": ["hide-input"]}')
+    if exercise.options.get("label") != exercise.target:
+        problems.append(f"the block needs `:label: {exercise.target}` (has {exercise.options.get('label')!r})")
+    if "nonumber" not in exercise.options:
+        problems.append("the block needs `:nonumber:` (N.k is its number; Sphinx's counts the whole book)")
+    if not exercise.solutions:
+        problems.append("no solution (a gated `solution-start` ... `solution-end` block)")
+    if exercise.loose_solution_cells:
+        problems.append("a `# @title Solution` cell outside the solution block (it would show unfolded)")
+    for solution in exercise.solutions:
+        problems += _solution_problems(exercise, solution)
     if exercise.checks:
-        if not any(CHECK_CALL.search(cell["source"]) for cell in exercise.solution_cells):
+        solution_cells = [cell for s in exercise.solutions for cell in s.cells]
+        if not any(CHECK_CALL.search(cell["source"]) for cell in solution_cells):
             problems.append("a coding exercise whose solution cell does not run the check")
         if not exercise.stub_cells:
             problems.append("a coding exercise without a stub cell that calls the check")
         if any("NotImplementedError" not in stub for stub in exercise.stub_cells):
             problems.append("the stub cell is not a stub (`raise NotImplementedError`): solved by mistake?")
+    return problems
+
+
+def _solution_problems(exercise: Exercise, solution: Solution) -> list[str]:
+    problems = []
+    if solution.target != exercise.target:
+        problems.append(f"its solution names {solution.target!r}, not {exercise.target!r}")
+    expected_label = exercise.target.replace("exercise-", "solution-", 1)
+    if solution.options.get("label") != expected_label:
+        problems.append(f"the solution needs `:label: {expected_label}`")
+    if "dropdown" not in solution.options.get("class", "").split():
+        problems.append("the solution needs `:class: dropdown` (folded until the reader opens it)")
+    if not solution.closed:
+        problems.append("the solution is not closed by `:::{solution-end}`")
+    if not solution.text.strip() and not solution.cells:
+        problems.append("the solution is empty")
+    for cell in solution.cells:
+        metadata, source = cell["metadata"], cell["source"]
+        if not source.lstrip().startswith(SOLUTION_TITLE) or metadata.get("cellView") != "form":
+            problems.append('a solution code cell needs the first line `# @title Solution (click to show)` '
+                            'and metadata {"cellView": "form"} (folded in Colab)')
+        if COLLAPSING_TAGS & set(metadata.get("tags", [])):
+            problems.append("a solution code cell has a hide-input/hide-cell tag: the dropdown folds it already")
     return problems
 
 
