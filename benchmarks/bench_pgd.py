@@ -187,9 +187,10 @@ def run_landscape(args: argparse.Namespace, device: torch.device) -> None:
     synchronize(device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     work = args.restarts * args.landscape_steps
-    paper = 100_000 * 40 / (work / wall)
-    print(f"  at this rate, one image's 10^5 restarts x 40 steps take {paper / 60:.0f} min "
-          f"({paper / 60 * 100 / 40:.0f} min for 100 steps)")
+    for rate, what in ((work / wall, "wall time here"), (work / cpu, "CPU time, i.e. a quiet machine")):
+        paper = 100_000 * 40 / rate
+        print(f"  at this rate ({what}), one image's 10^5 restarts x 40 steps take {paper / 60:.0f} min "
+              f"({paper / 60 * 100 / 40:.0f} min for 100 steps)")
     spread = {name: float(value[0]) for name, value in result.loss_spread().items()}
     print(f"\nLandscape: {args.restarts:,} restarts x {args.landscape_steps} steps on one example, "
           f"device {device}, chunks of {result.chunk_size:,} rows: {wall:.2f} s wall, {cpu:.2f} s CPU "
