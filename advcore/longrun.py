@@ -189,7 +189,7 @@ def _rebuild_checkpoint(name: str, manifest: dict[str, Any], path: Path, *, root
             for column, values in more.items():
                 table[column].extend(values)
     training.save_checkpoint(path, {
-        **resume, "model": {k: v.float() if v.is_floating_point() else v for k, v in weights.items()},
+        **resume, "config_key": None, "model": {k: v.float() if v.is_floating_point() else v for k, v in weights.items()},
         "optimizer": None, "best_model": None, "history": {**history.to_dict(), "config": resume["config"]},
     })
 
@@ -251,7 +251,9 @@ def run_piece(name: str, *, epochs: int, root: str | Path | None = None, progres
     notes = [] if manifest is None else list(manifest.get("notes", []))
     if manifest is None:
         checkpoint.unlink(missing_ok=True)  # nothing committed: start from the recipe's seed
-    elif not _local_checkpoint_matches(checkpoint, done, folder, manifest):
+    elif _local_checkpoint_matches(checkpoint, done, folder, manifest):
+        _vouch_for(checkpoint)
+    else:
         _rebuild_checkpoint(name, manifest, checkpoint, root=root)
         notes.append(f"epoch {done}: resumed from the committed float16 weights with a fresh optimizer "
                      f"(no local checkpoint at that epoch)")
@@ -264,6 +266,18 @@ def run_piece(name: str, *, epochs: int, root: str | Path | None = None, progres
                               description=f"longrun {name} epochs {done + 1}-{until} of {rec.epochs}")
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     return _write_piece(name, folder, rec, key, manifest, checkpoint, history_, done, until, wall, cpu, notes)
+
+
+def _vouch_for(path: Path) -> None:
+    """Mark a local checkpoint of the committed state as checked here (``config_key`` None).
+
+    ``train`` compares a checkpoint's configuration key with its own; that key covers details
+    (e.g. the model's printed structure) that may change with the code between pieces, while
+    this module has already matched the run's recipe key, which is what must not change.
+    """
+    state = training.load_checkpoint(path)
+    if state.get("config_key") is not None:
+        training.save_checkpoint(path, {**state, "config_key": None})
 
 
 def _local_checkpoint_matches(path: Path, epoch: int, folder: Path, manifest: dict[str, Any]) -> bool:

@@ -977,7 +977,8 @@ def train(
         best_metric, best_state, bad_epochs, start_epoch = math.inf, None, 0, 0
         if checkpoint is not None and Path(checkpoint).exists():
             state = load_checkpoint(checkpoint, map_location=device)
-            if state.get("config_key") != config_key:
+            # config_key None: rebuilt by advcore.longrun, which has checked the run's recipe itself.
+            if state.get("config_key") is not None and state["config_key"] != config_key:
                 raise CheckpointMismatchError(
                     f"The checkpoint {checkpoint} was written by a different training configuration "
                     "(model structure, data, objective or optimizer settings); "

@@ -120,3 +120,15 @@ def test_the_command_line_prints_a_summary_per_piece_and_the_status(tiny_run, ca
     assert "piece 0 done, epochs 1-1" in summary and "validation accuracy clean" in summary
     longrun.main(["status", "tiny", "--root", str(tiny_run)])
     assert "1 of 2 epochs in 1 piece(s)" in capsys.readouterr().out
+
+
+def test_a_code_change_that_changes_trains_checkpoint_key_does_not_strand_a_run(tiny_run, tmp_path) -> None:
+    """train() keys checkpoints by details (e.g. the model's printed structure) that may change
+    with the code between pieces; the run's own recipe key is what longrun checks."""
+    from advcore import train
+
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    (checkpoint,) = (tmp_path / "cache").glob("*.ckpt")
+    train.save_checkpoint(checkpoint, {**train.load_checkpoint(checkpoint), "config_key": "f" * 64})
+    piece = longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    assert piece["epochs"] == [2, 2] and longrun.load_state("tiny", root=tiny_run)["notes"] == []
