@@ -493,3 +493,54 @@ def worst_case(
 
 
 __all__ += ["WorstCaseResult", "worst_case"]
+
+
+def describe_masking(
+    name: str,
+    *,
+    fgsm: float,
+    iterative: float,
+    gradient_free: float | None = None,
+    collapse: float = 0.25,
+) -> str:
+    """Sentences that say what a model's accuracies under three kinds of attack show.
+
+    The checks are two of Carlini et al.'s (2019) signs of gradient masking: a single-step
+    attack that does much better *for the model* than iterative ones (here: FGSM accuracy
+    above the iterative attacks' by at least ``collapse``; Wong, Rice & Kolter 2020 call
+    the training failure behind it catastrophic overfitting), and a gradient-free attack
+    that beats the gradient attacks. The direction of every sentence is computed.
+
+    Args:
+        name: the model, as the sentence should name it.
+        fgsm, iterative, gradient_free: accuracies in [0, 1] under FGSM, under the best
+            iterative gradient attack (PGD / APGD), and under a gradient-free attack (or None).
+        collapse: the gap (in accuracy) that counts as a collapse.
+
+    Returns:
+        One or two sentences of markdown.
+    """
+    for label, value in (("fgsm", fgsm), ("iterative", iterative), ("gradient_free", gradient_free)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{label} must be an accuracy in [0, 1], got {value!r}.")
+    gap = fgsm - iterative
+    if gap >= collapse:
+        text = (f"The {name} looks robust under FGSM ({fgsm:.0%} accurate) and collapses under iterative "
+                f"attacks ({iterative:.0%}): the single step over-states its robustness by {gap:.0%} points, "
+                "the signature of gradient masking.")
+    elif gap >= 0:
+        text = (f"The {name} keeps {iterative:.0%} under iterative attacks against {fgsm:.0%} under FGSM: "
+                f"iterative attacks are stronger, by {gap:.0%} points, but there is no collapse.")
+    else:
+        text = (f"The {name} is *less* accurate under FGSM ({fgsm:.0%}) than under the iterative attacks "
+                f"({iterative:.0%}): the iterative attacks are too weak here (too few steps or a bad step size).")
+    if gradient_free is None:
+        return text
+    if gradient_free < iterative:
+        return text + (f" The gradient-free Square Attack does better than the gradient attacks "
+                       f"({gradient_free:.0%} accurate): the gradients mislead the attacks that follow them.")
+    return text + (f" The gradient-free Square Attack is weaker ({gradient_free:.0%} accurate), as expected "
+                   "when the gradients are informative.")
+
+
+__all__ += ["describe_masking"]

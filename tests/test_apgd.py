@@ -302,3 +302,45 @@ def test_bad_input_raises_a_value_error_that_says_what_to_do(case) -> None:
     _, call, message = case
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --------------------------------------------------------------------------- sentences and the exercise
+
+
+def test_describe_masking_says_what_the_numbers_show_in_both_directions() -> None:
+    from advcore.evaluate import describe_masking
+
+    collapsed = describe_masking("FGSM-trained CNN", fgsm=0.9, iterative=0.02, gradient_free=0.01)
+    assert "collapses" in collapsed and "90%" in collapsed and "2%" in collapsed
+    assert "does better than the gradient attacks" in collapsed
+    healthy = describe_masking("PGD-trained CNN", fgsm=0.95, iterative=0.9, gradient_free=0.93)
+    assert "no collapse" in healthy and "collapses" not in healthy
+    assert "weaker (93% accurate)" in healthy
+    weak = describe_masking("model", fgsm=0.4, iterative=0.6)
+    assert "too weak" in weak and "Square" not in weak
+    with pytest.raises(ValueError, match="accuracy in"):
+        describe_masking("model", fgsm=90.0, iterative=0.1)
+
+
+def test_the_masking_exercise_passes_its_reference_and_fails_the_blind_attacks() -> None:
+    from advcore import exercises
+
+    assert exercises.check_breaks_gradient_masking(exercises.reference_masking_attack).passed
+    square_attack = lambda m, x, y, eps: square(m, x, y, eps=eps, queries=200)  # noqa: E731
+    assert exercises.check_breaks_gradient_masking(square_attack).passed
+    for blind in (lambda m, x, y, eps: fgsm(m, x, y, eps=eps),
+                  lambda m, x, y, eps: pgd(m, x, y, eps=eps, step_size=eps / 4, steps=10)):
+        result = exercises.check_breaks_gradient_masking(blind)
+        assert not result.passed and "gradient" in str(result)
+    too_far = lambda m, x, y, eps: (x + 2 * eps).clamp(0, 1)  # noqa: E731
+    assert "threat model" in str(exercises.check_breaks_gradient_masking(too_far))
+
+    def stub(m, x, y, eps):
+        raise NotImplementedError
+
+    assert str(exercises.check_breaks_gradient_masking(stub)).endswith(exercises.NOT_ATTEMPTED)
+    # The defence changes no prediction: it is as robust as the network inside it.
+    net = smooth_mlp()
+    x, _ = batch(8)
+    with torch.no_grad():
+        assert torch.equal(exercises.SaturatedSoftmax(net)(x).argmax(1), net(x).argmax(1))
