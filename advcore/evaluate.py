@@ -495,6 +495,16 @@ def worst_case(
 __all__ += ["WorstCaseResult", "worst_case"]
 
 
+def is_collapse(fgsm: float, iterative: float, *, collapse: float = 0.25) -> bool:
+    """Did robustness collapse from FGSM to iterative attacks? (accuracies in [0, 1])
+
+    Yes when FGSM's accuracy exceeds the iterative attacks' by at least ``collapse`` *and*
+    the iterative attacks leave at most a quarter of it: a model that is merely weak (40%
+    under FGSM, 15% under PGD) has not collapsed; one at 90% and 2% has.
+    """
+    return fgsm - iterative >= collapse and iterative <= 0.25 * fgsm
+
+
 def describe_masking(
     name: str,
     *,
@@ -524,13 +534,13 @@ def describe_masking(
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(f"{label} must be an accuracy in [0, 1], got {value!r}.")
     gap = fgsm - iterative
-    if gap >= collapse:
+    if is_collapse(fgsm, iterative, collapse=collapse):
         text = (f"The {name} looks robust under FGSM ({fgsm:.0%} accurate) and collapses under iterative "
-                f"attacks ({iterative:.0%}): the single step over-states its robustness by {gap:.0%} points, "
-                "the signature of gradient masking.")
+                f"attacks ({iterative:.0%}): the single step over-states its robustness by {100 * gap:.0f} "
+                "points, the signature of gradient masking.")
     elif gap >= 0:
         text = (f"The {name} keeps {iterative:.0%} under iterative attacks against {fgsm:.0%} under FGSM: "
-                f"iterative attacks are stronger, by {gap:.0%} points, but there is no collapse.")
+                f"iterative attacks are stronger, by {100 * gap:.0f} points, but there is no collapse.")
     else:
         text = (f"The {name} is *less* accurate under FGSM ({fgsm:.0%}) than under the iterative attacks "
                 f"({iterative:.0%}): the iterative attacks are too weak here (too few steps or a bad step size).")
@@ -543,4 +553,4 @@ def describe_masking(
                    "when the gradients are informative.")
 
 
-__all__ += ["describe_masking"]
+__all__ += ["describe_masking", "is_collapse"]

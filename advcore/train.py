@@ -416,7 +416,7 @@ class PGDObjective(Objective):
 
 @dataclass(frozen=True)
 class FastFGSMObjective(Objective):
-    """FGSM adversarial training of Wong, Rice & Kolter (2020), "Fast is better than free", Alg. 3.
+    """FGSM adversarial training as in Wong, Rice & Kolter (2020), "Fast is better than free".
 
     Minimize ``J(x + delta, y)`` (adversarial examples only, like Madry et al.) with one
     signed-gradient step from a start::
@@ -427,18 +427,30 @@ class FastFGSMObjective(Objective):
     and ``x + delta`` kept in [0, 1] -- one step of :func:`advcore.attacks.pgd`. With a
     zero start and ``step_size = eps`` this is FGSM training; Wong et al. find it can
     overfit *catastrophically* (robust to FGSM, not to PGD) and that a random start with
-    ``step_size`` about ``1.25 eps`` avoids it (their Sec. 4).
+    ``step_size`` of ``1.25 eps`` avoids it.
     """
 
     eps: float = 0.3
     step_size: float = 0.375
     random_start: bool = True
+    warmup: float = 0.0
     name = "fast_fgsm"
 
     def __post_init__(self) -> None:
         _check_eps(self.eps)
         if not (isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0):
             raise ValueError(f"step_size must be a finite number > 0, got {self.step_size!r}.")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup is a fraction of training in [0, 1), got {self.warmup}.")
+
+    def at(self, progress: float) -> "FastFGSMObjective":
+        """The objective at ``progress``: eps and the step grow from 0 over the first ``warmup``
+        of training, as in :meth:`PGDObjective.at` (from eps = 0.3 at once, a short run sits on
+        the constant classifier; Wong et al. warm up the learning rate instead)."""
+        if progress >= self.warmup:
+            return self
+        ramp = max(progress / self.warmup, 1e-3)
+        return dataclasses.replace(self, eps=self.eps * ramp, step_size=self.step_size * ramp, warmup=0.0)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> StepOutput:
         x_adv = attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=1,

@@ -316,6 +316,8 @@ def test_describe_masking_says_what_the_numbers_show_in_both_directions() -> Non
     healthy = describe_masking("PGD-trained CNN", fgsm=0.95, iterative=0.9, gradient_free=0.93)
     assert "no collapse" in healthy and "collapses" not in healthy
     assert "weaker (93% accurate)" in healthy
+    merely_weak = describe_masking("model", fgsm=0.4, iterative=0.15)
+    assert "no collapse" in merely_weak and "25 points" in merely_weak
     weak = describe_masking("model", fgsm=0.4, iterative=0.6)
     assert "too weak" in weak and "Square" not in weak
     with pytest.raises(ValueError, match="accuracy in"):
@@ -344,3 +346,34 @@ def test_the_masking_exercise_passes_its_reference_and_fails_the_blind_attacks()
     x, _ = batch(8)
     with torch.no_grad():
         assert torch.equal(exercises.SaturatedSoftmax(net)(x).argmax(1), net(x).argmax(1))
+
+
+# --------------------------------------------------------------------------- FGSM training (Wong et al. 2020)
+
+
+def test_fast_fgsm_objective_trains_on_fgsm_examples_from_a_zero_or_random_start() -> None:
+    model, (x, y) = smooth_mlp(), batch(16)
+    zero = train.make_objective("fast_fgsm", eps=0.2, step_size=0.2, random_start=False)
+    assert isinstance(zero, train.FastFGSMObjective)
+    out = zero(model, x, y, torch.Generator().manual_seed(0))
+    expected = F.cross_entropy(model(fgsm(model, x, y, eps=0.2)), y)
+    torch.testing.assert_close(out.loss, expected)  # zero start, step eps: exactly FGSM training
+    assert out.loss.requires_grad and all(p.grad is None for p in model.parameters())
+
+    rand = train.FastFGSMObjective(eps=0.2, step_size=0.25, random_start=True)
+    first = rand(model, x, y, torch.Generator().manual_seed(1)).loss
+    again = rand(model, x, y, torch.Generator().manual_seed(1)).loss
+    other = rand(model, x, y, torch.Generator().manual_seed(2)).loss
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    start = random_start_noise(x, eps=0.2, generator=torch.Generator().manual_seed(1))[0]
+    by_hand = pgd(model, x, y, eps=0.2, step_size=0.25, steps=1, start=start)
+    torch.testing.assert_close(first, F.cross_entropy(model(by_hand), y))
+
+    warm = train.FastFGSMObjective(eps=0.3, step_size=0.375, warmup=0.5)
+    assert warm.at(0.25).eps == pytest.approx(0.15) and warm.at(0.25).step_size == pytest.approx(0.1875)
+    assert warm.at(0.5) is warm
+    assert isinstance(warm.monitor(), train.PGDAttack)  # FGSM cannot see a catastrophic overfit
+    with pytest.raises(ValueError, match="step_size"):
+        train.FastFGSMObjective(step_size=0.0)
+    with pytest.raises(ValueError, match="warmup"):
+        train.FastFGSMObjective(warmup=1.0)
