@@ -1110,7 +1110,7 @@ class SaturatedSoftmax(nn.Module):
         return self.model(x) * self.scale
 
 
-def reference_masking_attack(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+def reference_breaks_gradient_masking(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
     """One attack that sees through :class:`SaturatedSoftmax`: APGD on the DLR loss, which is
     invariant to rescaling the logits (Croce & Hein 2020, Sec. 4). Square, or PGD on the margin
     ``max_{j != y} z_j - z_y``, work too."""
@@ -1175,4 +1175,4 @@ def _check_masking_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
                              "saturate (the margin or DLR), or an attack that needs no gradient (Square).")]
 
 
-__all__ += ["SaturatedSoftmax", "check_breaks_gradient_masking", "reference_masking_attack"]
+__all__ += ["check_breaks_gradient_masking", "reference_breaks_gradient_masking"]  # and SaturatedSoftmax, the defence

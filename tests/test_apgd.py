@@ -327,7 +327,7 @@ def test_describe_masking_says_what_the_numbers_show_in_both_directions() -> Non
 def test_the_masking_exercise_passes_its_reference_and_fails_the_blind_attacks() -> None:
     from advcore import exercises
 
-    assert exercises.check_breaks_gradient_masking(exercises.reference_masking_attack).passed
+    assert exercises.check_breaks_gradient_masking(exercises.reference_breaks_gradient_masking).passed
     square_attack = lambda m, x, y, eps: square(m, x, y, eps=eps, queries=200)  # noqa: E731
     assert exercises.check_breaks_gradient_masking(square_attack).passed
     for blind in (lambda m, x, y, eps: fgsm(m, x, y, eps=eps),
