@@ -535,9 +535,9 @@ def describe_masking(
             raise ValueError(f"{label} must be an accuracy in [0, 1], got {value!r}.")
     gap = fgsm - iterative
     if is_collapse(fgsm, iterative, collapse=collapse):
-        text = (f"The {name} looks robust under FGSM ({fgsm:.0%} accurate) and collapses under iterative "
-                f"attacks ({iterative:.0%}): the single step over-states its robustness by {100 * gap:.0f} "
-                "points, the signature of gradient masking.")
+        text = (f"The {name} looks robust under FGSM ({fgsm:.0%} accurate) and falls to {iterative:.0%} under "
+                f"iterative attacks: the single step over-states its robustness by {100 * gap:.0f} points, the "
+                "first warning sign of gradient masking on Carlini et al.'s list.")
     elif gap >= 0:
         text = (f"The {name} keeps {iterative:.0%} under iterative attacks against {fgsm:.0%} under FGSM: "
                 f"iterative attacks are stronger, by {100 * gap:.0f} points, but there is no collapse.")
@@ -553,4 +553,31 @@ def describe_masking(
                    "when the gradients are informative.")
 
 
-__all__ += ["describe_masking", "is_collapse"]
+def overfit_catastrophically(pgd_accuracy: Sequence[float], *, drop: float = 0.05) -> bool:
+    """Did PGD accuracy collapse *during training* (Wong, Rice & Kolter 2020's catastrophic overfitting)?
+
+    ``pgd_accuracy``: held-out accuracy under PGD after each epoch, in [0, 1]. Yes when the
+    last value is at most a quarter of the best one and at least ``drop`` below it.
+    """
+    values = [float(v) for v in pgd_accuracy]
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"pgd_accuracy must be a non-empty sequence of accuracies in [0, 1], got {values!r}.")
+    peak, last = max(values), values[-1]
+    return last <= 0.25 * peak and peak - last >= drop
+
+
+def describe_overfitting(name: str, pgd_accuracy: Sequence[float]) -> str:
+    """One sentence on the PGD accuracy of ``name`` over its training epochs (see :func:`overfit_catastrophically`)."""
+    values = [float(v) for v in pgd_accuracy]
+    if overfit_catastrophically(values):
+        return (f"During training, the {name}'s PGD accuracy on held-out images rose to {max(values):.0%} and then "
+                f"fell to {values[-1]:.0%}: catastrophic overfitting.")
+    if len(values) == 1:
+        return (f"The {name} trained for one epoch, ending at {values[-1]:.0%} PGD accuracy on held-out images: too "
+                "short a run to see how it changes.")
+    direction = "rose" if values[-1] > values[0] else "fell" if values[-1] < values[0] else "stayed"
+    return (f"During training, the {name}'s PGD accuracy on held-out images {direction} from {values[0]:.0%} to "
+            f"{values[-1]:.0%}: no catastrophic overfitting in this run.")
+
+
+__all__ += ["describe_masking", "describe_overfitting", "is_collapse", "overfit_catastrophically"]

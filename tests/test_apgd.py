@@ -311,10 +311,10 @@ def test_describe_masking_says_what_the_numbers_show_in_both_directions() -> Non
     from advcore.evaluate import describe_masking
 
     collapsed = describe_masking("FGSM-trained CNN", fgsm=0.9, iterative=0.02, gradient_free=0.01)
-    assert "collapses" in collapsed and "90%" in collapsed and "2%" in collapsed
+    assert "falls to 2%" in collapsed and "90%" in collapsed and "88 points" in collapsed
     assert "does better than the gradient attacks" in collapsed
     healthy = describe_masking("PGD-trained CNN", fgsm=0.95, iterative=0.9, gradient_free=0.93)
-    assert "no collapse" in healthy and "collapses" not in healthy
+    assert "no collapse" in healthy and "falls to" not in healthy
     assert "weaker (93% accurate)" in healthy
     merely_weak = describe_masking("model", fgsm=0.4, iterative=0.15)
     assert "no collapse" in merely_weak and "25 points" in merely_weak
@@ -322,6 +322,20 @@ def test_describe_masking_says_what_the_numbers_show_in_both_directions() -> Non
     assert "too weak" in weak and "Square" not in weak
     with pytest.raises(ValueError, match="accuracy in"):
         describe_masking("model", fgsm=90.0, iterative=0.1)
+
+
+def test_overfitting_is_read_from_the_pgd_accuracy_over_epochs() -> None:
+    from advcore.evaluate import describe_overfitting, overfit_catastrophically
+
+    assert overfit_catastrophically([0.1, 0.001]) and overfit_catastrophically([0.3, 0.5, 0.02])
+    assert not overfit_catastrophically([0.19, 0.25]) and not overfit_catastrophically([0.4])
+    assert not overfit_catastrophically([0.03, 0.0])  # a drop of 3 points from nearly nothing is not a collapse
+    assert "catastrophic overfitting." in describe_overfitting("zero-start CNN", [0.1, 0.001])
+    rising = describe_overfitting("random-start CNN", [0.19, 0.25])
+    assert "rose from 19% to 25%" in rising and "no catastrophic" in rising
+    assert "too short" in describe_overfitting("model", [0.4])
+    with pytest.raises(ValueError, match="accuracies"):
+        overfit_catastrophically([])
 
 
 def test_the_masking_exercise_passes_its_reference_and_fails_the_blind_attacks() -> None:
