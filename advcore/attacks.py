@@ -920,7 +920,9 @@ def square(
     The loss is the margin ``z_y - max_{j != y} z_j`` (untargeted; the example is fooled
     once it is negative) or the cross-entropy of the target class ``y`` (targeted; fooled
     once ``y`` is the prediction), as in the paper. Gradients are never computed: the model
-    runs under ``torch.no_grad()``.
+    runs under ``torch.no_grad()``. Windows and signs are drawn per example (the authors'
+    code draws one window per iteration for the whole batch), so a batch gives each example
+    what it gets alone with the same random numbers (:func:`square_noise`).
 
     Args:
         model: maps images in [0, 1] to logits ``(N, num_classes)``.
