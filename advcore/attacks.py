@@ -891,3 +891,463 @@ def _check_start(start: Tensor | None, x: Tensor, eps: float, restarts: int) -> 
             f"{start.abs().max().item():.4g}; draw it with random_start_noise(x, eps=eps, ...)."
         )
     return start
+
+
+# =========================================================================== after 2018: APGD and Square
+#
+# Two attacks from the robustness-evaluation literature, used by chapter 11:
+#
+# * :func:`apgd` -- Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial
+#   robustness with an ensemble of diverse parameter-free attacks", Sec. 3): PGD with
+#   momentum and a step size that halves itself at checkpoints, with the cross-entropy or
+#   the DLR loss (their Sec. 4), untargeted or targeted.
+# * :func:`square` -- the Square Attack (Andriushchenko, Croce, Flammarion & Hein 2020,
+#   L-infinity version, their Sec. 3.2 and Alg. 1-2): random search that only queries the
+#   model's outputs, never its gradients.
+#
+# Both follow the conventions at the top of this module (bounds, modes restored, no
+# parameter gradients, no mutation, works under no_grad, ValueErrors from the _check_*
+# helpers). Every decision they take (step-size halving, accepting a square) is per
+# example, so a batch gives each example what it gets alone given the same random numbers.
+
+
+def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Difference of logits ratio (Croce & Hein 2020, Eq. 5), per example, to be *maximized*.
+
+    ``DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` where ``z_pi1 >= z_pi2 >= ...``
+    are the sorted logits. It is positive exactly when ``y`` is not the top class, and it
+    does not change when the logits are shifted or rescaled -- so a model cannot hide
+    behind saturated (huge) logits, which flatten the cross-entropy's gradient.
+
+    Args:
+        logits: ``(N, C)`` with ``C >= 3``.
+        y: true labels ``(N,)``.
+
+    Returns:
+        ``(N,)`` losses.
+    """
+    _check_classes(logits, 3, "the DLR loss")
+    sorted_logits = logits.sort(dim=1, descending=True).values
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return -(true - others) / (sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12)
+
+
+def dlr_loss_targeted(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """Targeted DLR (Croce & Hein 2020, Sec. 4), per example, to be *maximized*.
+
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` for true label ``y`` and target ``t``:
+    positive once the target's logit exceeds the true class's.
+
+    Args:
+        logits: ``(N, C)`` with ``C >= 4``.
+        y: true labels ``(N,)``; target: target classes ``(N,)``.
+    """
+    _check_classes(logits, 4, "the targeted DLR loss")
+    sorted_logits = logits.sort(dim=1, descending=True).values
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    aimed = logits.gather(1, target[:, None]).squeeze(1)
+    return -(true - aimed) / (sorted_logits[:, 0] - 0.5 * (sorted_logits[:, 2] + sorted_logits[:, 3]) + 1e-12)
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """The iterations where APGD may halve its step size (Croce & Hein 2020, Sec. 3.2).
+
+    ``w_j = ceil(p_j * steps)`` with ``p_0 = 0``, ``p_1 = 0.22`` and
+    ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``: the first check comes after 22%
+    of the budget, later ones closer together. Returns the ``w_j`` in ``(0, steps]``.
+    """
+    steps = _check_int(steps, "steps", minimum=1)
+    fractions = [0.0, 0.22]
+    while fractions[-1] < 1.0:
+        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
+    # round() first: 0.57 * 100 is 57.000000000000007 in floating point, and ceil would make it 58.
+    points = sorted({math.ceil(round(p * steps, 9)) for p in fractions[1:] if p <= 1.0})
+    return [w for w in points if 0 < w <= steps]
+
+
+def apgd(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    steps: int = 100,
+    restarts: int = 1,
+    loss: str | LossFn = "ce",
+    targeted: bool = False,
+    labels: Tensor | None = None,
+    momentum: float = 0.75,
+    rho: float = 0.75,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+    start: Tensor | None = None,
+) -> Tensor:
+    """Auto-PGD on the L-infinity ball (Croce & Hein 2020, Sec. 3, Algorithm 1).
+
+    PGD without a step size to tune. With the projection ``P`` onto the eps-ball in [0, 1]
+    and the objective ``f`` to maximize (below), starting from ``x0``::
+
+        eta = 2 eps
+        x1 = P(x0 + eta sign(grad f(x0)))
+        for k = 1 .. steps - 1:
+            z      = P(x_k + eta sign(grad f(x_k)))
+            x_k+1  = P(x_k + a (z - x_k) + (1 - a)(x_k - x_k-1))        a = momentum = 0.75
+            at a checkpoint w_j (:func:`apgd_checkpoints`), per example, halve eta and
+            restart from the best point so far when
+              1. fewer than rho = 75% of the steps since w_j-1 increased f, or
+              2. eta was not halved at w_j-1 and the best f has not improved since then.
+
+    ``f`` is the cross-entropy (``loss="ce"``) or :func:`dlr_loss` (``"dlr"``) of the true
+    class ``y``; targeted (``y`` = target classes): minus the cross-entropy of the target,
+    or :func:`dlr_loss_targeted`, which also needs the true ``labels``; a custom
+    ``loss_fn(logits, y) -> (N,)`` is maximized (untargeted) or minimized (targeted), as
+    in :func:`pgd`.
+
+    What is returned, per example: the best point of the run (highest ``f``), or, if that
+    point is not adversarial but another iterate was (misclassified; classified as the
+    target when targeted), that iterate. With ``restarts > 1`` the restarts are compared in
+    the same order -- adversarial first, then higher ``f`` -- so more restarts never do
+    worse than restart 0, which uses the start a single run would use.
+
+    Budget: ``steps`` gradient evaluations (at ``x0 .. x_steps-1``) and one forward pass
+    at the last iterate per restart -- the cost of ``pgd(..., steps=steps)``.
+
+    Differences from the authors' code (``fra31/auto-attack``), none of them in the paper's
+    algorithm: the random start is uniform in the eps-ball, drawn as :func:`pgd` draws it
+    (:func:`random_start_noise` reproduces it), and every restart attacks every example.
+
+    Args:
+        model: maps images in [0, 1] to logits ``(N, num_classes)``.
+        x: float images ``(N, C, H, W)`` in [0, 1].
+        y: class indices ``(N,)``: true labels, or targets when ``targeted``.
+        eps: L-infinity budget, ``eps >= 0`` (``0`` returns a copy of ``x``).
+        steps: iterations ``N >= 1`` (the paper: 100).
+        restarts: independent starts; the worst case is kept per example.
+        loss: ``"ce"``, ``"dlr"`` or a per-example loss ``(logits, y) -> (N,)``.
+        targeted: move towards class ``y``.
+        labels: the true labels ``(N,)``, needed only by the targeted DLR loss.
+        momentum: ``alpha`` of the update (the paper: 0.75); ``1`` turns momentum off.
+        rho: the fraction of increasing steps that keeps the step size (the paper: 0.75).
+        random_start: start uniformly in the eps-ball instead of at ``x``.
+        generator: ``torch.Generator`` for reproducible random starts.
+        start: explicit starting perturbations ``(N, ...)`` or ``(restarts, N, ...)``.
+
+    Returns:
+        Adversarial images, same shape/dtype/device as ``x``, in [0, 1], ``|x_adv - x| <= eps``.
+    """
+    x = _check_images(x)
+    y = _check_labels(y, x)
+    eps = _check_number(eps, "eps", minimum=0.0)
+    steps = _check_int(steps, "steps", minimum=1)
+    restarts = _check_int(restarts, "restarts", minimum=1)
+    momentum = _check_number(momentum, "momentum", minimum=0.0, strict=True)
+    rho = _check_number(rho, "rho", minimum=0.0)
+    if momentum > 1 or rho > 1:
+        raise ValueError(f"momentum must be in (0, 1] and rho in [0, 1], got {momentum} and {rho}.")
+    objective = _apgd_objective(loss, targeted=targeted, labels=labels, x=x)
+    starts = _check_start(start, x, eps, restarts)
+    if starts is None and restarts > 1 and not random_start:
+        raise ValueError(
+            "restarts > 1 needs random_start=True (or explicit `start`): without a random "
+            "start every restart is the same deterministic run."
+        )
+    if eps == 0:
+        return x.clone()
+    if starts is None:
+        starts = [_uniform_like(x, eps, generator) if random_start else torch.zeros_like(x)
+                  for _ in range(restarts)]
+    lower, upper = linf_box(x, eps)
+    best = best_key = None
+    with attack_mode(model):
+        for restart in range(restarts):
+            x_adv, key = _apgd_run(model, x, y, torch.clamp(x + starts[restart], lower, upper), lower, upper,
+                                   eps=eps, steps=steps, objective=objective, targeted=targeted,
+                                   momentum=momentum, rho=rho, check=restart == 0)
+            if best is None:
+                best, best_key = x_adv, key
+                continue
+            better = _better(key, best_key)
+            best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
+            best_key = tuple(torch.where(better, new, old) for new, old in zip(key, best_key))
+    return best
+
+
+def _apgd_objective(loss: str | LossFn, *, targeted: bool, labels: Tensor | None, x: Tensor
+                    ) -> Callable[[Tensor, Tensor], Tensor]:
+    """``f(logits, y) -> (N,)``, the quantity APGD maximizes."""
+    if callable(loss):
+        sign = -1.0 if targeted else 1.0
+        return lambda logits, y: sign * loss(logits, y)
+    if loss not in ("ce", "dlr"):
+        raise ValueError(f"loss must be 'ce', 'dlr' or a function (logits, y) -> (N,) losses, got {loss!r}.")
+    if labels is not None and not (targeted and loss == "dlr"):
+        raise ValueError("labels (the true labels) are used only by the targeted DLR loss; "
+                         "pass them with targeted=True, loss='dlr', or leave them out.")
+    if loss == "ce":
+        if targeted:
+            return lambda logits, y: -F.cross_entropy(logits, y, reduction="none")
+        return lambda logits, y: F.cross_entropy(logits, y, reduction="none")
+    if not targeted:
+        return dlr_loss
+    if labels is None:
+        raise ValueError("the targeted DLR loss compares the target with the true class: pass "
+                         "labels=<true labels (N,)> (y holds the targets when targeted=True).")
+    true = _check_labels(labels, x)
+    return lambda logits, y: dlr_loss_targeted(logits, true, y)
+
+
+def _better(new: tuple[Tensor, Tensor], old: tuple[Tensor, Tensor]) -> Tensor:
+    """Per example: is ``(adversarial, f)`` better than the old one? Adversarial first, then higher f."""
+    new_success, new_value = new
+    old_success, old_value = old
+    return (new_success & ~old_success) | ((new_success == old_success) & (new_value > old_value))
+
+
+def _apgd_run(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    x_adv: Tensor,
+    lower: Tensor,
+    upper: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    objective: Callable[[Tensor, Tensor], Tensor],
+    targeted: bool,
+    momentum: float,
+    rho: float,
+    check: bool,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """One APGD run from ``x_adv`` (inside the box); returns the chosen point and its (success, f)."""
+    n = x.shape[0]
+    view = (-1, *[1] * (x.dim() - 1))
+
+    def evaluate(point: Tensor, *, gradient: bool, check_now: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(f, adversarial?, grad f)`` at ``point``, per example."""
+        point = point.detach().requires_grad_(gradient)
+        logits = model(point)
+        if check_now:
+            _check_logits(logits, y, grad_needed=gradient)
+        value = objective(logits, y)
+        if check_now and (not isinstance(value, Tensor) or value.shape != y.shape):
+            raise ValueError(
+                f"loss must return one loss per example, shape ({n},), got {_describe(value)}; "
+                "use reduction='none'."
+            )
+        predicted = logits.detach().argmax(1)
+        success = predicted == y if targeted else predicted != y
+        grad = torch.autograd.grad(value.sum(), point, allow_unused=True, materialize_grads=True)[0] if gradient else None
+        return value.detach(), success, grad
+
+    eta = torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device)
+    value, success, grad = evaluate(x_adv, gradient=steps > 0, check_now=check)
+    best_x, best_value, best_grad, best_success = x_adv.clone(), value.clone(), grad, success.clone()
+    found_x, found = x_adv.clone(), success.clone()  # an adversarial iterate, where one was seen
+    previous = x_adv.clone()
+    checkpoints = set(apgd_checkpoints(steps))
+    last_checkpoint, increases = 0, torch.zeros(n, dtype=torch.long, device=x.device)
+    best_at_last_checkpoint = best_value.clone()
+    halved_at_last_checkpoint = torch.ones(n, dtype=torch.bool, device=x.device)  # condition 2 waits one checkpoint
+
+    for k in range(steps):
+        with torch.no_grad():
+            z = torch.clamp(x_adv + eta.view(view) * grad.sign(), lower, upper)
+            a = 1.0 if k == 0 else momentum
+            new = torch.clamp(x_adv + a * (z - x_adv) + (1.0 - a) * (x_adv - previous), lower, upper)
+            previous, x_adv = x_adv, new
+        last = k == steps - 1
+        new_value, success, grad = evaluate(x_adv, gradient=not last)
+        with torch.no_grad():
+            increases += new_value > value
+            value = new_value
+            found_x = torch.where(success.view(view), x_adv, found_x)
+            found |= success
+            improved = value > best_value
+            best_x = torch.where(improved.view(view), x_adv, best_x)
+            best_value = torch.where(improved, value, best_value)
+            best_success = torch.where(improved, success, best_success)
+            if not last:
+                best_grad = torch.where(improved.view(view), grad, best_grad)
+            if k + 1 in checkpoints and not last:
+                span = k + 1 - last_checkpoint
+                too_few_increases = increases.double() < rho * span  # condition 1
+                stalled = ~halved_at_last_checkpoint & (best_value <= best_at_last_checkpoint)  # condition 2
+                halve = too_few_increases | stalled
+                eta = torch.where(halve, eta / 2, eta)
+                # Restart the halved examples from their best point, without momentum.
+                x_adv = torch.where(halve.view(view), best_x, x_adv)
+                previous = torch.where(halve.view(view), best_x, previous)
+                grad = torch.where(halve.view(view), best_grad, grad)
+                value = torch.where(halve, best_value, value)
+                halved_at_last_checkpoint, best_at_last_checkpoint = halve, best_value.clone()
+                last_checkpoint, increases = k + 1, torch.zeros_like(increases)
+
+    use_found = found & ~best_success
+    chosen = torch.where(use_found.view(view), found_x, best_x)
+    return chosen, (found, torch.where(use_found, value.new_full((n,), math.inf), best_value))
+
+
+def square_noise(x: Tensor, *, queries: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """The random numbers :func:`square` draws for ``x``, so that a run can be replayed.
+
+    Returns ``{"stripes": (N, C, 1, W) in {-1, 1}, "corners": (queries, N, 2) in [0, 1),
+    "signs": (queries, N, C) in {-1, 1}}``. ``square(..., generator=g)`` equals
+    ``square(..., noise=square_noise(x, queries=q, generator=g))`` for a generator in the
+    same state; slice the example axis (``[:, i:i + 1]``, stripes ``[i:i + 1]``) to attack
+    examples one by one with the numbers they got in the batch.
+    """
+    x = _check_images(x)
+    queries = _check_int(queries, "queries", minimum=1)
+    if x.dim() != 4:
+        raise ValueError(f"square works on images (N, C, H, W), got shape {tuple(x.shape)}.")
+    stripes = _random_signs((x.shape[0], x.shape[1], 1, x.shape[3]), x, generator)
+    corners, signs = zip(*(_square_draw(x, generator) for _ in range(queries)))
+    return {"stripes": stripes, "corners": torch.stack(corners), "signs": torch.stack(signs)}
+
+
+def _random_signs(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None) -> Tensor:
+    device = generator.device if generator is not None else x.device
+    bits = torch.randint(0, 2, shape, generator=generator, device=device)
+    return (2.0 * bits - 1.0).to(device=x.device, dtype=x.dtype)
+
+
+def _square_draw(x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """One iteration's random numbers: square corners (N, 2) in [0, 1) and signs (N, C)."""
+    device = generator.device if generator is not None else x.device
+    corners = torch.rand((x.shape[0], 2), generator=generator, device=device).to(x.device)
+    return corners, _random_signs((x.shape[0], x.shape[1]), x, generator)
+
+
+def square_fraction(p_init: float, iteration: int, queries: int) -> float:
+    """The fraction ``p`` of pixels a square covers at ``iteration`` (Andriushchenko et al. 2020, Sec. 3).
+
+    ``p`` starts at ``p_init`` and halves at iterations 10, 50, 200, 500, 1000, 2000, 4000,
+    6000 and 8000 of a 10,000-query budget, rescaled to ``queries`` (the authors' schedule).
+    """
+    scaled = int(iteration / queries * 10_000)
+    halvings = sum(scaled > edge for edge in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
+    return p_init / 2**halvings
+
+
+def square(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    queries: int = 1000,
+    p_init: float = 0.8,
+    targeted: bool = False,
+    generator: torch.Generator | None = None,
+    noise: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """The Square Attack, L-infinity (Andriushchenko, Croce, Flammarion & Hein 2020, Alg. 1-2).
+
+    Random search over the vertices of the eps-ball that reads only the model's outputs,
+    so a model that hides its gradient (gradient masking) cannot hide from it::
+
+        x_best = clip(x + eps * s),  s = one random sign per column (vertical stripes)
+        repeat `queries` times, per example not yet fooled:
+            h = round(sqrt(p * H * W)),  p from the schedule (:func:`square_fraction`)
+            in a random h x h window, every pixel of channel c moves to x + eps * sign_c
+            (sign_c random), the rest stays; keep the candidate if its loss is lower
+
+    The loss is the margin ``z_y - max_{j != y} z_j`` (untargeted; the example is fooled
+    once it is negative) or the cross-entropy of the target class ``y`` (targeted; fooled
+    once ``y`` is the prediction), as in the paper. Gradients are never computed: the model
+    runs under ``torch.no_grad()``. Windows and signs are drawn per example (the authors'
+    code draws one window per iteration for the whole batch), so a batch gives each example
+    what it gets alone with the same random numbers (:func:`square_noise`).
+
+    Args:
+        model: maps images in [0, 1] to logits ``(N, num_classes)``.
+        x: float images ``(N, C, H, W)`` in [0, 1].
+        y: class indices ``(N,)``: true labels, or targets when ``targeted``.
+        eps: L-infinity budget, ``eps >= 0``.
+        queries: iterations (one model query per example each, plus one for the start).
+        p_init: the initial fraction of pixels per square (AutoAttack's standard setting 0.8).
+        targeted: reach class ``y``.
+        generator: ``torch.Generator`` for reproducible squares.
+        noise: explicit random numbers from :func:`square_noise` (replaces ``generator``).
+
+    Returns:
+        Adversarial images, same shape/dtype/device as ``x``, in [0, 1], ``|x_adv - x| <= eps``.
+    """
+    x = _check_images(x)
+    y = _check_labels(y, x)
+    eps = _check_number(eps, "eps", minimum=0.0)
+    queries = _check_int(queries, "queries", minimum=1)
+    p_init = _check_number(p_init, "p_init", minimum=0.0, strict=True)
+    if p_init > 1:
+        raise ValueError(f"p_init is a fraction of the pixels, in (0, 1], got {p_init}.")
+    if x.dim() != 4:
+        raise ValueError(f"square works on images (N, C, H, W), got shape {tuple(x.shape)}.")
+    if noise is not None:
+        noise = _check_square_noise(noise, x, queries)
+    if eps == 0:
+        return x.clone()
+    n, channels, height, width = x.shape
+    lower, upper = linf_box(x, eps)
+    view = (-1, 1, 1, 1)
+    rows = torch.arange(height, device=x.device).view(1, 1, height, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, 1, width)
+    with eval_mode(model), torch.no_grad():
+        stripes = noise["stripes"] if noise is not None else _random_signs((n, channels, 1, width), x, generator)
+        x_best = torch.clamp(x + eps * stripes, lower, upper)
+        margin, loss = _square_loss(model, x_best, y, targeted, check=True)
+        for i in range(queries):
+            active = margin > 0
+            if not bool(active.any()):
+                break
+            corners, signs = ((noise["corners"][i], noise["signs"][i]) if noise is not None
+                              else _square_draw(x, generator))
+            side = min(max(round(math.sqrt(square_fraction(p_init, i, queries) * height * width)), 1),
+                       height, width)
+            top = (corners[:, 0] * (height - side + 1)).long().view(view)
+            left = (corners[:, 1] * (width - side + 1)).long().view(view)
+            window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+            candidate = torch.where(window, x + eps * signs.view(n, channels, 1, 1), x_best)
+            candidate = torch.clamp(candidate, lower, upper)
+            new_margin, new_loss = _square_loss(model, candidate, y, targeted, check=False)
+            # Fooled examples stop; the others keep a candidate that lowers the loss (or fools).
+            accept = active & ((new_loss < loss) | (new_margin <= 0))
+            x_best = torch.where(accept.view(view), candidate, x_best)
+            loss = torch.where(accept, new_loss, loss)
+            margin = torch.where(accept, new_margin, margin)
+    return x_best
+
+
+def _square_loss(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, targeted: bool, *, check: bool
+                 ) -> tuple[Tensor, Tensor]:
+    """``(margin, loss)`` per example: margin > 0 means not fooled yet; the loss is minimized."""
+    logits = model(x)
+    if check:
+        _check_logits(logits, y, grad_needed=False)
+    logits = logits.float()
+    chosen = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    if targeted:
+        return others - chosen, F.cross_entropy(logits, y, reduction="none")
+    return chosen - others, chosen - others
+
+
+def _check_square_noise(noise: object, x: Tensor, queries: int) -> dict[str, Tensor]:
+    n, channels, _, width = x.shape
+    shapes = {"stripes": (n, channels, 1, width), "corners": (queries, n, 2), "signs": (queries, n, channels)}
+    if not isinstance(noise, dict) or set(noise) != set(shapes) or any(
+            not isinstance(noise[k], Tensor) or tuple(noise[k].shape) != s for k, s in shapes.items()):
+        got = {k: tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for k, v in noise.items()} \
+            if isinstance(noise, dict) else _describe(noise)
+        raise ValueError(f"noise must be square_noise(x, queries={queries}, ...), with shapes {shapes}; got {got}.")
+    return {k: v.to(device=x.device, dtype=x.dtype if k != "corners" else v.dtype) for k, v in noise.items()}
+
+
+def _check_classes(logits: Tensor, minimum: int, what: str) -> None:
+    if logits.dim() != 2 or logits.shape[1] < minimum:
+        raise ValueError(f"{what} needs logits (N, C) with at least {minimum} classes, got shape "
+                         f"{tuple(logits.shape)}; use loss='ce'.")
+
+
+__all__ += ["apgd", "apgd_checkpoints", "dlr_loss", "dlr_loss_targeted", "square", "square_fraction", "square_noise"]

@@ -368,3 +368,236 @@ def _num_batches(data: Data, batch_size: int) -> int | None:
         return len(data) if isinstance(data, DataLoader) else math.ceil(len(data) / batch_size)
     except TypeError:  # iterable datasets have no length
         return None
+
+
+# =========================================================================== worst case over attacks
+
+
+@dataclass(frozen=True)
+class WorstCaseResult:
+    """What :func:`worst_case` measured: every attack's verdict on every example.
+
+    The number to report for a defence is :attr:`robust_accuracy`: an example counts as
+    robust only if it is classified correctly clean *and* under every attack of the suite
+    (Carlini et al. 2019, "On Evaluating Adversarial Robustness"; Croce &
+    Hein 2020 report AutoAttack this way). The mean of the attacks' accuracies is never
+    that number: two attacks that each break a different half of the examples have a mean
+    accuracy of 50% and a worst case of 0%.
+
+    Attributes:
+        attack_names: the suite's names, in the order they were run.
+        clean_correct: ``(n,)`` bool, classified correctly without attack.
+        correct: ``(n, k)`` bool, classified correctly under attack ``j`` (column ``j``).
+        labels: ``(n,)`` true labels.
+    """
+
+    attack_names: tuple[str, ...]
+    clean_correct: Tensor
+    correct: Tensor
+    labels: Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.numel())
+
+    @property
+    def robust(self) -> Tensor:
+        """``(n,)`` bool: correct clean and under every attack (the per-example worst case)."""
+        return self.clean_correct & self.correct.all(dim=1)
+
+    @property
+    def robust_accuracy(self) -> float:
+        return self.robust.double().mean().item()
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.clean_correct.double().mean().item()
+
+    def accuracy(self, attack: str) -> float:
+        """Accuracy under one attack alone."""
+        return self.correct[:, self._index(attack)].double().mean().item()
+
+    @property
+    def broken_by(self) -> list[str | None]:
+        """Per example: ``"clean"`` (misclassified without attack), the first attack of the suite
+        that fooled it, or ``None`` (robust)."""
+        first = []
+        for clean, row in zip(self.clean_correct.tolist(), self.correct.tolist()):
+            if not clean:
+                first.append("clean")
+                continue
+            first.append(next((name for name, ok in zip(self.attack_names, row) if not ok), None))
+        return first
+
+    def only_broken_by(self, attack: str) -> Tensor:
+        """``(n,)`` bool: correct clean, fooled by ``attack`` and by no other attack of the suite."""
+        j = self._index(attack)
+        others = torch.cat([self.correct[:, :j], self.correct[:, j + 1:]], dim=1).all(dim=1)
+        return self.clean_correct & ~self.correct[:, j] & others
+
+    def summary(self) -> "pd.DataFrame":
+        """One row per attack: its accuracy alone, the worst case over it and the attacks before
+        it, and how many examples it alone fooled; then the row ``worst case`` over all."""
+        import pandas as pd
+
+        rows, running = [], self.clean_correct.clone()
+        for j, name in enumerate(self.attack_names):
+            running &= self.correct[:, j]
+            rows.append({"attack": name, "accuracy": self.accuracy(name),
+                         "worst case so far": running.double().mean().item(),
+                         "only this attack fooled": int(self.only_broken_by(name).sum())})
+        rows.append({"attack": "worst case", "accuracy": self.robust_accuracy,
+                     "worst case so far": self.robust_accuracy, "only this attack fooled": None})
+        return pd.DataFrame(rows).set_index("attack")
+
+    def per_example(self) -> "pd.DataFrame":
+        """One row per example: label, clean correct, correct under each attack, first broken by."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.correct.numpy(), columns=list(self.attack_names))
+        frame.insert(0, "clean", self.clean_correct.numpy())
+        frame.insert(0, "label", self.labels.numpy())
+        frame["robust"] = self.robust.numpy()
+        frame["broken by"] = self.broken_by
+        return frame
+
+    def _index(self, attack: str) -> int:
+        if attack not in self.attack_names:
+            raise KeyError(f"No attack named {attack!r}; the suite ran {', '.join(self.attack_names)}.")
+        return self.attack_names.index(attack)
+
+
+def worst_case(
+    model: nn.Module,
+    data: Data,
+    attacks: Mapping[str, Attack],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> WorstCaseResult:
+    """Run a suite of attacks on every example and keep every verdict (the per-example worst case).
+
+    Every attack attacks every example (also the ones an earlier attack already fooled),
+    so each attack's own accuracy is measured too, and :meth:`WorstCaseResult.summary`
+    shows what each attack adds to the worst case.
+
+    Args:
+        model: maps images in [0, 1] to logits ``(N, num_classes)``.
+        data: a ``Dataset``, a ``DataLoader`` or ``(x, y)``.
+        attacks: named attacks ``attack(model, x, y) -> x_adv``, e.g.
+            ``{"FGSM": partial(fgsm, eps=0.3), "APGD-CE": partial(apgd, eps=0.3)}``; the
+            order is the order of :attr:`WorstCaseResult.broken_by`.
+        batch_size: examples per batch (ignored for a ``DataLoader``).
+        device: where to run; default the device of the model's parameters.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A :class:`WorstCaseResult` (CPU tensors).
+    """
+    if not isinstance(attacks, Mapping) or not attacks:
+        raise ValueError("attacks must name at least one attack, e.g. {'FGSM': partial(fgsm, eps=0.3)}.")
+    names = tuple(attacks)
+    device = _resolve_device(model, device)
+    clean, correct, labels = [], [], []
+    with eval_mode(model):
+        for x, y in tqdm(_batches(data, batch_size), total=_num_batches(data, batch_size), disable=not progress,
+                         desc="worst case over attacks", unit="batch"):
+            x, y = _check_images(x.to(device)), y.to(device)
+            clean.append((_predict(model, x)[0] == y).cpu())
+            verdicts = [(_predict(model, _run_attack(attacks[name], model, x, y))[0] == y).cpu() for name in names]
+            correct.append(torch.stack(verdicts, dim=1))
+            labels.append(y.cpu())
+    return WorstCaseResult(attack_names=names, clean_correct=torch.cat(clean), correct=torch.cat(correct),
+                           labels=torch.cat(labels))
+
+
+__all__ += ["WorstCaseResult", "worst_case"]
+
+
+def is_collapse(fgsm: float, iterative: float, *, collapse: float = 0.25) -> bool:
+    """Did robustness collapse from FGSM to iterative attacks? (accuracies in [0, 1])
+
+    Yes when FGSM's accuracy exceeds the iterative attacks' by at least ``collapse`` *and*
+    the iterative attacks leave at most a quarter of it: a model that is merely weak (40%
+    under FGSM, 15% under PGD) has not collapsed; one at 90% and 2% has.
+    """
+    return fgsm - iterative >= collapse and iterative <= 0.25 * fgsm
+
+
+def describe_masking(
+    name: str,
+    *,
+    fgsm: float,
+    iterative: float,
+    gradient_free: float | None = None,
+    collapse: float = 0.25,
+) -> str:
+    """Sentences that say what a model's accuracies under three kinds of attack show.
+
+    The checks are two of Carlini et al.'s (2019) signs of gradient masking: a single-step
+    attack that does much better *for the model* than iterative ones (here: FGSM accuracy
+    above the iterative attacks' by at least ``collapse``; Wong, Rice & Kolter 2020 call
+    the training failure behind it catastrophic overfitting), and a gradient-free attack
+    that beats the gradient attacks. The direction of every sentence is computed.
+
+    Args:
+        name: the model, as the sentence should name it.
+        fgsm, iterative, gradient_free: accuracies in [0, 1] under FGSM, under the best
+            iterative gradient attack (PGD / APGD), and under a gradient-free attack (or None).
+        collapse: the gap (in accuracy) that counts as a collapse.
+
+    Returns:
+        One or two sentences of markdown.
+    """
+    for label, value in (("fgsm", fgsm), ("iterative", iterative), ("gradient_free", gradient_free)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{label} must be an accuracy in [0, 1], got {value!r}.")
+    gap = fgsm - iterative
+    if is_collapse(fgsm, iterative, collapse=collapse):
+        text = (f"The {name} looks robust under FGSM ({fgsm:.0%} accurate) and falls to {iterative:.0%} under "
+                f"iterative attacks: the single step over-states its robustness by {100 * gap:.0f} points, the "
+                "first warning sign of gradient masking on Carlini et al.'s list.")
+    elif gap >= 0:
+        text = (f"The {name} keeps {iterative:.0%} under iterative attacks against {fgsm:.0%} under FGSM: "
+                f"iterative attacks are stronger, by {100 * gap:.0f} points, but there is no collapse.")
+    else:
+        text = (f"The {name} is *less* accurate under FGSM ({fgsm:.0%}) than under the iterative attacks "
+                f"({iterative:.0%}): the iterative attacks are too weak here (too few steps or a bad step size).")
+    if gradient_free is None:
+        return text
+    if gradient_free < iterative:
+        return text + (f" The gradient-free Square Attack does better than the gradient attacks "
+                       f"({gradient_free:.0%} accurate): the gradients mislead the attacks that follow them.")
+    return text + (f" The gradient-free Square Attack is weaker ({gradient_free:.0%} accurate), as expected "
+                   "when the gradients are informative.")
+
+
+def overfit_catastrophically(pgd_accuracy: Sequence[float], *, drop: float = 0.05) -> bool:
+    """Did PGD accuracy collapse *during training* (Wong, Rice & Kolter 2020's catastrophic overfitting)?
+
+    ``pgd_accuracy``: held-out accuracy under PGD after each epoch, in [0, 1]. Yes when the
+    last value is at most a quarter of the best one and at least ``drop`` below it.
+    """
+    values = [float(v) for v in pgd_accuracy]
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"pgd_accuracy must be a non-empty sequence of accuracies in [0, 1], got {values!r}.")
+    peak, last = max(values), values[-1]
+    return last <= 0.25 * peak and peak - last >= drop
+
+
+def describe_overfitting(name: str, pgd_accuracy: Sequence[float]) -> str:
+    """One sentence on the PGD accuracy of ``name`` over its training epochs (see :func:`overfit_catastrophically`)."""
+    values = [float(v) for v in pgd_accuracy]
+    if overfit_catastrophically(values):
+        return (f"During training, the {name}'s PGD accuracy on held-out images rose to {max(values):.0%} and then "
+                f"fell to {values[-1]:.0%}: catastrophic overfitting.")
+    if len(values) == 1:
+        return (f"The {name} trained for one epoch, ending at {values[-1]:.0%} PGD accuracy on held-out images: too "
+                "short a run to see how it changes.")
+    direction = "rose" if values[-1] > values[0] else "fell" if values[-1] < values[0] else "stayed"
+    return (f"During training, the {name}'s PGD accuracy on held-out images {direction} from {values[0]:.0%} to "
+            f"{values[-1]:.0%}: no catastrophic overfitting in this run.")
+
+
+__all__ += ["describe_masking", "describe_overfitting", "is_collapse", "overfit_catastrophically"]

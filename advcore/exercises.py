@@ -1086,3 +1086,93 @@ def _linear_message(value: float, w: Tensor, eps: float, expected: float) -> _Fi
             return _fail(key, text)
     return _fail("other", f"Your value {value:.4g} differs from the maximum {expected:.4g} for "
                  f"w with {w.numel()} entries and eps={eps:g}: which eta attains the maximum?")
+
+
+# --------------------------------------------------------------------------- evaluating robustness (chapter 11)
+
+
+class SaturatedSoftmax(nn.Module):
+    """A "defence" that only hides the gradient: the wrapped model's logits times ``scale``.
+
+    The predictions are the wrapped model's, so it is exactly as robust as that model. But
+    with ``scale = 10^4`` the softmax saturates in float32: on a correctly classified input
+    ``softmax = one-hot`` exactly, the cross-entropy is 0 and its input gradient is exactly
+    zero, so FGSM and PGD on the cross-entropy do not move (or move at random from a random
+    start): gradient masking (Athalye, Carlini & Wagner 2018; Carlini et al. 2019).
+    """
+
+    def __init__(self, model: nn.Module, scale: float = 1e4) -> None:
+        super().__init__()
+        self.model = model
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) * self.scale
+
+
+def reference_breaks_gradient_masking(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+    """One attack that sees through :class:`SaturatedSoftmax`: APGD on the DLR loss, which is
+    invariant to rescaling the logits (Croce & Hein 2020, Sec. 4). Square, or PGD on the margin
+    ``max_{j != y} z_j - z_y``, work too."""
+    return attacks.apgd(model, x, y, eps=eps, steps=20, loss="dlr", generator=torch.Generator().manual_seed(0))
+
+
+def check_breaks_gradient_masking(fn: Callable[[nn.Module, Tensor, Tensor, float], Tensor]) -> CheckResult:
+    """Check an attack ``fn(model, x, y, eps) -> x_adv`` against a gradient-masking "defence".
+
+    The hidden models are small tanh networks wrapped in :class:`SaturatedSoftmax`, on
+    images they classify correctly. Expected: ``x_adv`` within ``eps`` of ``x`` in [0, 1],
+    ``x`` untouched, and at least half as many examples fooled as an attack on the
+    *undefended* network fools (PGD with 20 steps, the defence's predictions are the same).
+    PGD on the cross-entropy fails: its gradient is exactly zero.
+    """
+    return _run("check_breaks_gradient_masking", "the robustness the defence really has", fn,
+                _masking_cases, _check_masking_case,
+                praise="The defence only masked the gradient: an attack that does not follow the "
+                       "saturated cross-entropy sees straight through it.")
+
+
+def _masking_cases() -> list[_Case]:
+    g = _generator(1111)
+    cases = []
+    for batch, shape, eps in ((32, (1, 6, 6), 0.3), (24, (3, 4, 4), 0.2), (16, (1, 8, 8), 0.25)):
+        base = _tiny_model("mlp", math.prod(shape), g)
+        x = _images(batch, shape, g)
+        with torch.no_grad():
+            y = base(x).argmax(1)  # every example is classified correctly, clean
+        cases.append(_Case(_describe("saturated-softmax tanh", batch, shape, eps=eps), eps, x, y,
+                           SaturatedSoftmax(base).eval()))
+    return cases
+
+
+def _check_masking_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
+    x, y = case.x.clone(), case.y.clone()
+    out = _call(fn, case.model, x, y, case.eps)
+    findings = _unchanged(x, case.x, "x") + _unchanged(y, case.y, "y")
+    problem = _tensor_problem(out, case.x, "x_adv")
+    if problem is not None:
+        return findings + [problem]
+    out = out.detach()
+    if bool((out - case.x).abs().max() > case.eps + 1e-5) or bool(out.min() < 0) or bool(out.max() > 1):
+        return findings + [_fail("bounds", f"Your x_adv leaves the threat model on {case.description}: "
+                                 f"max |x_adv - x| = {(out - case.x).abs().max().item():.3g} (eps = {case.eps:g}), "
+                                 f"values in [{out.min().item():.3g}, {out.max().item():.3g}]. Project onto "
+                                 "the eps-ball and clip to [0, 1]: a 'break' outside the threat model proves nothing.")]
+    base = case.model.model
+    with torch.no_grad():
+        fooled = (case.model(out).argmax(1) != case.y).float().mean().item()
+    reference = attacks.pgd(base, case.x, case.y, eps=case.eps, step_size=2.5 * case.eps / 20, steps=20,
+                            generator=_generator(7))
+    with torch.no_grad():
+        achievable = (base(reference).argmax(1) != case.y).float().mean().item()
+    if fooled >= 0.5 * achievable:
+        return findings
+    gradient = _input_grad(case.model, case.x, case.y).abs().max().item()
+    return findings + [_fail("masked", f"Your attack fools {fooled:.0%} of the examples on {case.description}, "
+                             f"but the defended model is as fragile as the network inside it, where PGD "
+                             f"fools {achievable:.0%}. The cross-entropy's input gradient here is at most "
+                             f"{gradient:.1e}: an attack that follows it is blind. Try a loss that does not "
+                             "saturate (the margin or DLR), or an attack that needs no gradient (Square).")]
+
+
+__all__ += ["check_breaks_gradient_masking", "reference_breaks_gradient_masking"]  # and SaturatedSoftmax, the defence

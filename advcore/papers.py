@@ -305,6 +305,16 @@ _ROWS: list[tuple[str, float, str, str, str, str, str]] = [
      "clean accuracy of that released MNIST model, as the same table lists it",
      "croce2020reliable", "auto-attack README (2023), 'MNIST - Linf' table",
      "10_threat_models"),
+    ("autoattack.madry_mnist_reported", 0.8962, "89.62%",
+     "robust accuracy of that released MNIST model at eps 0.3 as its authors reported it (the "
+     "mnist_challenge leaderboard), as the same table lists it", "croce2020reliable",
+     "auto-attack README (2023), 'MNIST - Linf' table", "11_evaluating_robustness"),
+    ("croce.apgd.first_checkpoint", 0.22, "22%",
+     "APGD's first step-size checkpoint, as a share of the iteration budget", "croce2020reliable",
+     "Sec. 3 (step-size selection)", "11_evaluating_robustness"),
+    ("croce.apgd.rho", 0.75, "75%",
+     "APGD halves its step when fewer than this share of the steps since the last checkpoint "
+     "raised the loss (rho)", "croce2020reliable", "Sec. 3 (step-size selection)", "11_evaluating_robustness"),
     ("robustness.step_size_factor", 2.5, "2.5",
      "PGD step size 2.5 * eps / steps, the rule MadryLab's robustness library states for "
      "evaluating its pretrained models (not in Madry et al. 2018)", "engstrom2019robustness",

@@ -18,6 +18,8 @@ Objectives (what one step minimizes; ``alpha = 0.5`` as in the lecture):
   activations of a :class:`~advcore.models.HiddenPerturbMLP` (never the output layer).
 * :class:`PGDObjective` -- Madry et al. (2018), Sec. 2: ``J(x + delta_PGD, y)`` (the box
   "Algorithm 1: PGD adversarial training" of the lecture is Wong, Rice & Kolter 2020).
+* :class:`FastFGSMObjective` -- Wong, Rice & Kolter (2020): ``J(x + delta_FGSM, y)``, from a
+  zero or a random start (catastrophic overfitting, and how a random start avoids it).
 
 :func:`train` runs any of them; it records a :class:`History` (per step: the training
 batch's clean and perturbed loss and accuracy; per epoch: clean and adversarial loss and
@@ -66,6 +68,7 @@ __all__ = [
     "CheckpointMismatchError",
     "FGSMAttack",
     "FGSMObjective",
+    "FastFGSMObjective",
     "HiddenFGSMObjective",
     "History",
     "NoiseObjective",
@@ -485,10 +488,67 @@ class PGDObjective(Objective):
         return PGDAttack(self.eps, self.step_size, self.steps, self.random_start)
 
 
+@dataclass(frozen=True)
+class FastFGSMObjective(Objective):
+    """FGSM adversarial training as in Wong, Rice & Kolter (2020), "Fast is better than free".
+
+    Minimize ``J(x + delta, y)`` (adversarial examples only, like Madry et al.) with one
+    signed-gradient step from a start::
+
+        delta_0 = U(-eps, eps)   (random_start)   or   0   (the classic FGSM example)
+        delta   = clip(delta_0 + step_size * sign(grad_x J(x + delta_0, y)), -eps, eps)
+
+    and ``x + delta`` kept in [0, 1] -- one step of :func:`advcore.attacks.pgd`. With a
+    zero start and ``step_size = eps`` this is FGSM training; Wong et al. find it can
+    overfit *catastrophically* (robust to FGSM, not to PGD) and that a random start with
+    ``step_size`` of ``1.25 eps`` avoids it.
+    """
+
+    eps: float = 0.3
+    step_size: float = 0.375
+    random_start: bool = True
+    warmup: float = 0.0
+    name = "fast_fgsm"
+
+    def __post_init__(self) -> None:
+        _check_eps(self.eps)
+        if not (isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0):
+            raise ValueError(f"step_size must be a finite number > 0, got {self.step_size!r}.")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup is a fraction of training in [0, 1), got {self.warmup}.")
+
+    def at(self, progress: float) -> "FastFGSMObjective":
+        """The objective at ``progress``: eps and the step grow from 0 over the first ``warmup``
+        of training, as in :meth:`PGDObjective.at` (from eps = 0.3 at once, a short run sits on
+        the constant classifier; Wong et al. warm up the learning rate instead)."""
+        if progress >= self.warmup:
+            return self
+        ramp = max(progress / self.warmup, 1e-3)
+        return dataclasses.replace(self, eps=self.eps * ramp, step_size=self.step_size * ramp, warmup=0.0)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> StepOutput:
+        x_adv = attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=1,
+                            random_start=self.random_start, generator=generator)
+        adv_logits = model(x_adv)
+        loss = F.cross_entropy(adv_logits, y)
+        with torch.no_grad():  # the clean record only, as in PGDObjective
+            was_training = model.training
+            model.eval()
+            clean_logits = model(x)
+            model.train(was_training)
+        return StepOutput(loss=loss, clean_loss=F.cross_entropy(clean_logits, y).detach(),
+                          clean_correct=_accuracy(clean_logits, y), adv_loss=loss.detach(),
+                          adv_correct=_accuracy(adv_logits, y))
+
+    def monitor(self) -> MonitorAttack:
+        # PGD, not the training attack: catastrophic overfitting is invisible to FGSM.
+        return PGDAttack(self.eps, 2.5 * self.eps / 10, 10)
+
+
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
     for cls in (StandardObjective, FGSMObjective, NoiseObjective, RotationObjective,
-                ScaledGradientObjective, HiddenFGSMObjective, PGDObjective)
+                ScaledGradientObjective, HiddenFGSMObjective, PGDObjective, FastFGSMObjective)
 }
 
 

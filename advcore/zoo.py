@@ -145,19 +145,24 @@ def _mlp(profile: Profile, name: str, activation: str, objective: str, options: 
     )
 
 
-def _cnn(profile: Profile, name: str, objective: str, options: dict[str, Any], *, seed: int = 0) -> Recipe:
+def _cnn(profile: Profile, name: str, objective: str, options: dict[str, Any], *, seed: int = 0,
+         note: str | None = None) -> Recipe:
     return Recipe(
         name=name, architecture="cnn", architecture_options={},
         objective=objective, objective_options=options, monitor=_pgd_monitor(profile),
         epochs=profile.epochs_cnn, batch_size=profile.cnn_batch_size, lr=profile.lr_cnn, seed=seed,
         sizes=_mnist_sizes(profile),
-        note=("Madry et al.: Adam lr 1e-4, batch 50, 100k steps, PGD 40 x 0.01 at eps 0.3."
+        note=note if note is not None else ("Madry et al.: Adam lr 1e-4, batch 50, 100k steps, PGD 40 x 0.01 at eps 0.3."
               if profile.pgd_train_steps == 40 else
               f"Fewer PGD steps than Madry et al.'s 40: step size 2.5 * eps / steps = "
               f"{profile.pgd_train_step_size:.3g}; larger lr and eps ramped up over the first "
               f"{profile.pgd_train_warmup:.0%} of training for the short budget (from eps = 0.3 "
               "at once, the CNN sits on the constant classifier for hundreds of steps)."),
     )
+
+
+FAST_FGSM_NOTE = ("Wong, Rice & Kolter (2020): trained on FGSM examples only (no clean term), Adam; the "
+                  "history's adversarial columns are PGD, which shows a catastrophic overfit.")
 
 
 def _resnet(profile: Profile, name: str, objective: str, options: dict[str, Any]) -> Recipe:
@@ -216,6 +221,16 @@ def _recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
         # Madry et al.'s Table 1 source A': an independently initialized and trained copy of
         # the PGD-trained network (same recipe as cnn_pgd, another seed).
         "cnn_pgd_seed1": lambda: _cnn(profile, "cnn_pgd_seed1", "pgd", pgd_mnist, seed=1),
+        # Chapter 11: FGSM training of the CNN (Wong, Rice & Kolter 2020), from a zero start
+        # (prone to catastrophic overfitting) and from a random start with a step of 1.25 eps.
+        "cnn_fgsm_zero": lambda: _cnn(profile, "cnn_fgsm_zero", "fast_fgsm",
+                                      {"eps": MADRY_EPS, "step_size": MADRY_EPS, "random_start": False,
+                                       "warmup": profile.pgd_train_warmup},
+                                      note=FAST_FGSM_NOTE),
+        "cnn_fgsm_rand": lambda: _cnn(profile, "cnn_fgsm_rand", "fast_fgsm",
+                                      {"eps": MADRY_EPS, "step_size": 1.25 * MADRY_EPS, "random_start": True,
+                                       "warmup": profile.pgd_train_warmup},
+                                      note=FAST_FGSM_NOTE),
         "surrogate_mlp": lambda: Recipe(
             name="surrogate_mlp", architecture="mlp", architecture_options={"hidden": (256, 256), "activation": "relu"},
             objective="standard", objective_options={}, monitor=_fgsm_monitor(),
@@ -299,6 +314,9 @@ def _objective_text(rec: Recipe) -> str:
         "rotation": lambda: f"rotation-towards-gradient mix ({o['degrees']:g} deg, alpha={o['alpha']:g})",
         "scaled_gradient": lambda: f"scaled-gradient mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
         "hidden_fgsm": lambda: f"hidden-layer FGSM mix (eps_hidden={o['eps_hidden']:g}, alpha={o['alpha']:g})",
+        "fast_fgsm": lambda: (f"FGSM training (eps={o['eps']:g}, step {o['step_size']:.3g}, "
+                              + ("random start" if o["random_start"] else "zero start")
+                              + (f", eps warm-up over {o['warmup']:.0%} of training" if o.get("warmup") else "") + ")"),
         "pgd": lambda: (f"PGD training (eps={o['eps']:.4g}, {o['steps']} steps of {o['step_size']:.3g}, "
                         "random start" + (f", eps warm-up over {o['warmup']:.0%} of training" if o.get("warmup") else "")
                         + ")"),

@@ -25,6 +25,7 @@ CHECKS = {
     "targeted_pgd_step": (ex.check_targeted_pgd_step, ex.reference_targeted_pgd_step),
     "fgsm_mix_loss": (ex.check_fgsm_mix_loss, ex.reference_fgsm_mix_loss),
     "linear_worst_case": (ex.check_linear_worst_case, ex.reference_linear_worst_case),
+    "breaks_gradient_masking": (ex.check_breaks_gradient_masking, ex.reference_breaks_gradient_masking),
 }
 
 
