@@ -115,8 +115,8 @@ def cache_ledger() -> Iterator[dict[str, float]]:
     _LEDGER.append(ledger)
     try:
         yield ledger
-    finally:
-        _LEDGER.remove(ledger)
+    finally:  # by identity: two ledgers with the same counts are equal dicts
+        _LEDGER[:] = [open_ledger for open_ledger in _LEDGER if open_ledger is not ledger]
 
 
 def _record(kind: str, seconds: float) -> None:

@@ -58,10 +58,12 @@ def test_a_flipped_byte_in_a_cached_piece_is_detected_and_recomputed(tmp_path, m
 def test_a_resumed_run_reports_what_its_cached_pieces_cost(tmp_path, monkeypatch):
     # Issue 15, item 9: a resumed run's provenance showed only the minutes of its last part.
     calls: list[int] = []
-    with experiments.cache_ledger() as first:
-        _piece(tmp_path, monkeypatch, calls)
-    with experiments.cache_ledger() as resumed:
-        _piece(tmp_path, monkeypatch, calls)
+    with experiments.cache_ledger() as outer:  # ledgers nest (the CLI's around an experiment's own)
+        with experiments.cache_ledger() as first:
+            _piece(tmp_path, monkeypatch, calls)
+        with experiments.cache_ledger() as resumed:
+            _piece(tmp_path, monkeypatch, calls)
     assert first["computed"] == 1 and first["from_cache"] == 0 and first["computed_seconds"] > 0
     assert resumed["computed"] == 0 and resumed["from_cache"] == 1
     assert resumed["from_cache_seconds"] == first["computed_seconds"]  # the time it took then
+    assert outer["computed"] == outer["from_cache"] == 1
