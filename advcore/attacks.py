@@ -63,6 +63,9 @@ __all__ = [
     "autocast",
     "bfloat16_is_native",
     "check_precision",
+    "CHANNELS_LAST",
+    "COMPILE_ENV",
+    "RESTART_ROWS",
     "compile_enabled",
     "compiled",
     "eval_mode",
@@ -314,8 +317,9 @@ def pgd(
 
     Speed: conv nets run channels-last (:func:`fast_memory_format`); several restarts run
     as one batch of up to :data:`RESTART_ROWS` rows (the same starts and results as one
-    restart after the other, up to float rounding of batched kernels); on CUDA the model is
-    ``torch.compile``-d (:func:`compile_enabled`). None of these changes the attack.
+    restart after the other, up to float rounding of batched kernels); with
+    ``ADVCORE_COMPILE=1`` the model is ``torch.compile``-d (:func:`compile_enabled`). None of
+    these changes the attack.
 
     Returns:
         Adversarial images, same shape/dtype/device (and memory layout) as ``x``, in [0, 1],
@@ -616,30 +620,30 @@ def fast_memory_format(model: Callable[[Tensor], Tensor], x: Tensor) -> Iterator
                 param.data = original
 
 
-#: ``ADVCORE_COMPILE=1`` compiles models for attacks everywhere, ``0`` nowhere; unset: on CUDA only.
+#: ``ADVCORE_COMPILE=1`` runs attacks on ``torch.compile``-d models; unset or ``0``: eager.
 COMPILE_ENV = "ADVCORE_COMPILE"
-_COMPILED: "weakref.WeakKeyDictionary[nn.Module, Callable[[Tensor], Tensor]]" = weakref.WeakKeyDictionary()
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, _CompiledOrEager]" = weakref.WeakKeyDictionary()
 
 
 def compile_enabled(device: torch.device | str) -> bool:
-    """Whether attacks run ``torch.compile``-d models on ``device`` (see :data:`COMPILE_ENV`).
+    """Whether attacks run ``torch.compile``-d models (``ADVCORE_COMPILE=1``; default: no).
 
-    On by default on CUDA, where fusing the small model's element-wise kernels removes most
-    launches of a PGD step; off on the CPU, where it was measured slower (the speed issue's
-    table: 0.6x of eager with default settings). GPU speed: see ``benchmarks/README.md``.
+    Opt-in on every device until a measurement shows it pays: on the CPU it was measured
+    slower (the speed issue's table: 0.6x of eager with default settings), and its speed on
+    a GPU has not been measured here (no GPU was lent; ``benchmarks/README.md``). A compiled
+    model is kept for the rest of the process (it holds the model), so leave it off in a
+    session that attacks many models.
     """
-    setting = os.environ.get(COMPILE_ENV, "").strip()
-    if setting in ("0", "1"):
-        return setting == "1"
-    return torch.device(device).type == "cuda"
+    return os.environ.get(COMPILE_ENV, "").strip() == "1"
 
 
 def compiled(model: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     """``torch.compile(model)``, made once per module and reused; eager if compiling fails.
 
-    A compile failure (an unsupported operation, no C++ compiler) is reported once with a
+    A compiler failure (an unsupported operation, no C++ compiler), in the forward or in the
+    backward pass, which are both compiled at the first call, is reported once with a
     warning and the eager model is used from then on: compiling is a speed-up, never a
-    reason for an attack to fail.
+    reason for an attack to fail. Errors of the model itself are raised as they are.
     """
     if not isinstance(model, nn.Module):
         return model
@@ -648,22 +652,32 @@ def compiled(model: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     return _COMPILED[model]
 
 
+def _is_compiler_error(error: BaseException) -> bool:
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor", "torch._functorch"))
+
+
 class _CompiledOrEager:
-    """Calls the compiled module; on the first compile error, warns and falls back to eager."""
+    """Calls the compiled module (forward and backward tried at the first call); eager on compiler errors."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model, self.fast = model, torch.compile(model, dynamic=False)
+        self.model, self.fast, self.tried = model, torch.compile(model, dynamic=False), False
 
     def __call__(self, x: Tensor) -> Tensor:
-        if self.fast is not None:
-            try:
-                return self.fast(x)
-            except Exception as error:  # noqa: BLE001 -- any compiler failure means: run eagerly
-                warnings.warn(f"torch.compile failed for {type(self.model).__name__} ({error!r:.200}); "
-                              f"running it eagerly (set {COMPILE_ENV}=0 to skip compiling).", RuntimeWarning,
-                              stacklevel=2)
-                self.fast = None
-        return self.model(x)
+        if self.fast is None:
+            return self.model(x)
+        try:
+            if not self.tried and x.requires_grad:  # compile forward and backward here, where errors are caught
+                probe = x.detach().requires_grad_(True)
+                torch.autograd.grad(self.fast(probe).sum(), probe)
+                self.tried = True
+            return self.fast(x)
+        except Exception as error:
+            if not _is_compiler_error(error):
+                raise
+            warnings.warn(f"torch.compile failed for {type(self.model).__name__} ({error!r:.200}); "
+                          f"running it eagerly (unset {COMPILE_ENV} to skip compiling).", RuntimeWarning, stacklevel=2)
+            self.fast = None
+            return self.model(x)
 
 
 def bfloat16_is_native(device: torch.device | str = "cpu") -> bool:

@@ -503,8 +503,8 @@ def worst_case(
     with eval_mode(model):
         for x, y in tqdm(_batches(data, batch_size), total=_num_batches(data, batch_size), disable=not progress,
                          desc="worst case over attacks", unit="batch"):
-            x, y = _check_images(x.to(device)), y.to(device)
-            clean.append((_predict(model, x)[0] == y).cpu())
+            x, y = _checked_batch(x, y, device)
+            clean.append((_predict(model, x, y)[0] == y).cpu())
             verdicts = [(_predict(model, _run_attack(attacks[name], model, x, y))[0] == y).cpu() for name in names]
             correct.append(torch.stack(verdicts, dim=1))
             labels.append(y.cpu())

@@ -17,8 +17,8 @@ What is committed per run (small: no optimizer state, weights in float16):
 
 * ``run.json`` -- the recipe and its key, one entry per finished piece (epochs, wall and CPU
   time, commit, device, threads), every file's SHA-256, and notes on each resume;
-* ``model.pt`` -- the latest weights in float16 (a few MB);
-* ``resume.pt`` -- the random-number states and counters of :func:`advcore.train.train`'s
+* ``model-<sha256[:12]>.pt`` -- the latest weights in float16 (a few MB);
+* ``resume-<sha256[:12]>.pt`` -- the random-number states and counters of :func:`advcore.train.train`'s
   checkpoint (kilobytes);
 * ``history-<NNN>.npz`` -- each piece's per-step records and per-epoch evaluations.
 
@@ -30,9 +30,10 @@ the same weights rounded to float16, the same random-number streams, and a *fres
 every such resume, and chapters that show the run say so.
 
 Every committed file is checked against its SHA-256 before use; a damaged or foreign file
-raises :class:`LongRunError` instead of being used. Files are written atomically, weights
-and history first and ``run.json`` last, so an interrupted piece leaves the previous
-complete state.
+raises :class:`LongRunError` instead of being used. Files are written atomically, under
+names that carry their content's hash, weights and history first and ``run.json`` last; the
+previous piece's files are removed only after that, so an interrupted piece leaves the
+previous complete state.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def load_weights(name: str, *, root: str | Path | None = None, device: str | tor
     if manifest is None:
         raise LongRunError(f"Run {name!r} has no committed piece yet: `python -m advcore.longrun piece {name}`.")
     rec, _ = _recipe_and_key(name)
-    content = _read_verified(run_dir(name, root=root), "model.pt", manifest)
+    content = _read_verified(run_dir(name, root=root), _weights_file(manifest), manifest)
     state = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
     model = zoo.build_model(rec)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -179,8 +180,9 @@ def _cache_checkpoint(name: str, key: str) -> Path:
 def _rebuild_checkpoint(name: str, manifest: dict[str, Any], path: Path, *, root: str | Path | None) -> None:
     """A training checkpoint from the committed files: no optimizer state (see the module docstring)."""
     folder = run_dir(name, root=root)
-    resume = torch.load(io.BytesIO(_read_verified(folder, "resume.pt", manifest)), weights_only=True)
-    weights = torch.load(io.BytesIO(_read_verified(folder, "model.pt", manifest)), weights_only=True)
+    resume = torch.load(io.BytesIO(_read_verified(folder, manifest.get("resume", "resume.pt"), manifest)),
+                        weights_only=True)
+    weights = torch.load(io.BytesIO(_read_verified(folder, _weights_file(manifest), manifest)), weights_only=True)
     histories = [training.History.from_dict(_history_from_npz(_read_verified(folder, piece["history"], manifest)))
                  for piece in manifest["pieces"]]
     history = histories[0]
@@ -232,7 +234,7 @@ def history(name: str, *, root: str | Path | None = None) -> training.History:
 def run_piece(name: str, *, epochs: int, root: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Train run ``name`` for up to ``epochs`` more epochs and write the piece; return its entry.
 
-    Continues from the local full checkpoint when it is at least as far as the committed
+    Continues from the local full checkpoint when it holds exactly the committed
     state (exact), else from the committed files (fresh optimizer; recorded). Returns the
     piece's entry of ``run.json`` (``{"finished": True}`` alone when the run was complete).
     """
@@ -290,7 +292,7 @@ def _local_checkpoint_matches(path: Path, epoch: int, folder: Path, manifest: di
         return False  # damaged: never used; the committed state takes over
     if state.get("epoch") != epoch:
         return False
-    committed = torch.load(io.BytesIO(_read_verified(folder, "model.pt", manifest)), weights_only=True)
+    committed = torch.load(io.BytesIO(_read_verified(folder, _weights_file(manifest), manifest)), weights_only=True)
     return all(torch.equal(value.half() if value.is_floating_point() else value, committed[name])
                for name, value in state["model"].items())
 
@@ -303,7 +305,10 @@ def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: d
     resume = {k: v for k, v in state.items() if k not in ("model", "optimizer", "best_model", "history")}
     resume["config"] = state["history"]["config"]
     index = 0 if manifest is None else len(manifest["pieces"])
-    files = {"model.pt": _saved(weights), "resume.pt": _saved(resume),
+    weights_bytes, resume_bytes = _saved(weights), _saved(resume)
+    # New names for new content: until run.json is replaced, the previous piece's files stay as they were.
+    weights_file, resume_file = f"model-{_sha256(weights_bytes)[:12]}.pt", f"resume-{_sha256(resume_bytes)[:12]}.pt"
+    files = {weights_file: weights_bytes, resume_file: resume_bytes,
              f"history-{index:03d}.npz": _history_npz(history_, done)}
     for filename, content in files.items():
         storage.atomic_write_bytes(folder / filename, content)
@@ -315,15 +320,24 @@ def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: d
         "last_epoch": {k: v[-1] for k, v in history_.epochs.items() if v},
     }
     previous = {} if manifest is None else manifest
-    all_files = {**previous.get("files", {}), **{f: _sha256(c) for f, c in files.items()}}
+    stale = {_weights_file(previous), previous.get("resume", "resume.pt")} - set(files) if previous else set()
+    all_files = {**{f: d for f, d in previous.get("files", {}).items() if f not in stale},
+                 **{f: _sha256(c) for f, c in files.items()}}
     new_manifest = {
         "format": FORMAT, "name": name, "zoo_name": rec.name, "profile": _run(name).profile, "key": key,
         "recipe": rec.to_dict(), "precision": _run(name).precision, "epochs_total": rec.epochs,
         "epochs_done": until, "pieces": [*previous.get("pieces", []), piece], "files": all_files,
-        "notes": notes, "train_config": resume["config"],
+        "notes": notes, "train_config": resume["config"], "weights": weights_file, "resume": resume_file,
     }
     storage.atomic_write_bytes(folder / "run.json", json.dumps(new_manifest, indent=1).encode())
+    for filename in stale:  # replaced: run.json no longer names them
+        (folder / filename).unlink(missing_ok=True)
     return piece
+
+
+def _weights_file(manifest: dict[str, Any]) -> str:
+    """The committed weights' file name (``model.pt`` in runs written before names carried a hash)."""
+    return manifest.get("weights", "model.pt")
 
 
 def _saved(obj: Any) -> bytes:
@@ -334,7 +348,7 @@ def _saved(obj: Any) -> bytes:
 
 # =========================================================================== the landscape in pieces
 
-#: Madry et al.'s landscape experiment (Sec. 3 / Appendix A of the ICLR version): PGD from 10^5
+#: Madry et al.'s landscape experiment (arXiv v4, Sec. 3.1 and Fig. 2): PGD from 10^5
 #: uniformly random starts in the eps-ball, per example, until the loss plateaus. 40 steps of
 #: 0.01 (the training attack; the loss has plateaued by then in our traces) instead of 100,
 #: to fit a CPU; 10^4 restarts per piece (about 10 minutes of one core on an AVX2 CPU).
@@ -381,12 +395,17 @@ def landscape_piece(model_run: str, *, image: int, block: int, root: str | Path 
     folder = _landscape_dir(model_run, root)
     filename = f"img{image}-block{block:03d}.npz"
     storage.atomic_write_bytes(folder / filename, buffer.getvalue())
+    run_state = load_state(model_run, root=root)
+    weights_sha256 = run_state["files"][_weights_file(run_state)]
     manifest = _landscape_manifest(folder, settings)
-    manifest["model"] = {"run": model_run, "weights_sha256": load_state(model_run, root=root)["files"]["model.pt"]}
+    if manifest.setdefault("model", {"run": model_run, "weights_sha256": weights_sha256})["weights_sha256"] != weights_sha256:
+        raise LongRunError(
+            f"{folder} holds landscape pieces of other weights of run {model_run!r} (the run has trained on "
+            "since); a landscape is of one model: move the folder away to start one for the current weights.")
     manifest["pieces"][filename] = {
         "image": image, "block": block, "restarts": restarts, "sha256": _sha256(buffer.getvalue()),
         "wall_time_s": round(wall, 1), "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
-        **{k: v for k, v in provenance(profile="gpu", wall_time_s=wall).items()
+        **{k: v for k, v in provenance(profile=_run(model_run).profile, wall_time_s=wall).items()
            if k in ("device", "torch", "git_commit", "created_utc")},
     }
     storage.atomic_write_bytes(folder / "landscape.json", json.dumps(manifest, indent=1).encode())

@@ -531,11 +531,8 @@ class FastFGSMObjective(Objective):
                             random_start=self.random_start, generator=generator)
         adv_logits = model(x_adv)
         loss = F.cross_entropy(adv_logits, y)
-        with torch.no_grad():  # the clean record only, as in PGDObjective
-            was_training = model.training
-            model.eval()
+        with torch.no_grad(), attacks.eval_mode(model):  # the clean record only, as in PGDObjective
             clean_logits = model(x)
-            model.train(was_training)
         return StepOutput(loss=loss, clean_loss=F.cross_entropy(clean_logits, y).detach(),
                           clean_correct=_accuracy(clean_logits, y), adv_loss=loss.detach(),
                           adv_correct=_accuracy(adv_logits, y))
@@ -951,10 +948,11 @@ def train(
             of the epoch evaluations, see :func:`advcore.attacks.autocast`: ``None``
             (float32), ``"bfloat16"`` (CPU with AVX-512 BF16/AMX, or CUDA) or ``"float16"``
             (CUDA, with a gradient scaler). Recorded in the history's config.
-
-    Speed: a conv net trains channels-last (:func:`advcore.attacks.fast_memory_format`; the
-    model is handed back in its own layout).
         progress: show a ``tqdm`` progress bar; ``description`` labels it.
+
+    Speed: a conv net trains channels-last where that pays (:data:`advcore.attacks.CHANNELS_LAST`:
+    CUDA and AVX-512 CPUs; :func:`advcore.attacks.fast_memory_format` hands the model back in
+    its own layout).
 
     Modes: while training, every submodule is in training mode, except that in a model in
     training mode a submodule the caller put in ``eval()`` (a frozen batch-norm layer) stays
@@ -972,6 +970,8 @@ def train(
     """
     if isinstance(objective, str):
         objective = make_objective(objective)
+    if until_epoch is not None:
+        attacks._check_int(until_epoch, "until_epoch", minimum=1)
     _check_arguments(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, lr=lr,
                      momentum=momentum, weight_decay=weight_decay, lr_gamma=lr_gamma, lr_milestones=lr_milestones,
                      patience=patience, eval_train_examples=eval_train_examples)
@@ -1015,6 +1015,8 @@ def train(
     }
     if precision is not None:  # absent for float32, so float32 checkpoints of older runs still resume
         config["precision"] = attacks.check_precision(precision)
+        if precision == "float16" and device.type != "cuda":
+            raise ValueError("precision='float16' needs CUDA; on the CPU use 'bfloat16' or None (float32).")
     config_key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
     model.to(device)

@@ -64,7 +64,7 @@ def test_a_new_machine_resumes_from_the_committed_files_and_says_so(tiny_run, tm
 def test_damaged_or_foreign_files_are_never_used(tiny_run, monkeypatch) -> None:
     longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
     folder = longrun.run_dir("tiny", root=tiny_run)
-    model_file = folder / "model.pt"
+    model_file = folder / longrun.load_state("tiny", root=tiny_run)["weights"]
     content = bytearray(model_file.read_bytes())
     content[len(content) // 2] ^= 0xFF
     model_file.write_bytes(bytes(content))
@@ -87,6 +87,18 @@ def test_bad_arguments_say_what_to_do(tiny_run) -> None:
         longrun.run_piece("no_such_run", epochs=1, root=tiny_run)
     with pytest.raises(longrun.LongRunError, match="no committed piece"):
         longrun.load_weights("tiny", root=tiny_run)
+
+
+def test_landscape_pieces_are_of_one_model(tiny_run) -> None:
+    settings = {"restarts": 8, "block": 4, "images": 1, "steps": 2, "traced": 2, "step_size": 0.1}
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    longrun.landscape_piece("tiny", image=0, block=0, root=tiny_run, settings=settings, progress=False)
+    first_weights = longrun.load_state("tiny", root=tiny_run)["weights"]
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)  # the run trains on
+    folder = longrun.run_dir("tiny", root=tiny_run)
+    assert not (folder / first_weights).exists()  # replaced only once run.json names the new weights
+    with pytest.raises(longrun.LongRunError, match="other weights"):
+        longrun.landscape_piece("tiny", image=0, block=1, root=tiny_run, settings=settings, progress=False)
 
 
 def test_landscape_pieces_in_any_order_gather_into_one_verified_result(tiny_run) -> None:
