@@ -2,7 +2,7 @@
 
 Measures example-steps per second (batch size x PGD steps / wall time) of an L-infinity
 PGD attack (Madry et al. 2018: eps = 0.3, step 0.01, 40 steps, random start) on Madry's
-MNIST CNN, batch 256, for three implementations on the same model and inputs, in one
+MNIST CNN, batch 256, for five implementations on the same model and inputs, in one
 run, interleaved so that machine drift hits all of them alike:
 
 * ``advcore``      -- ``advcore.attacks.pgd``, its default (fast) path;
