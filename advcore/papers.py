@@ -309,6 +309,9 @@ _ROWS: list[tuple[str, float, str, str, str, str, str]] = [
      "robust accuracy of that released MNIST model at eps 0.3 as its authors reported it (the "
      "mnist_challenge leaderboard), as the same table lists it", "croce2020reliable",
      "auto-attack README (2023), 'MNIST - Linf' table", "11_evaluating_robustness"),
+    ("autoattack.square_queries", 5000, "5,000",
+     "queries per image of the Square Attack inside AutoAttack's standard version", "croce2020reliable",
+     "Sec. 4 (AutoAttack)", "11_evaluating_robustness"),
     ("croce.apgd.first_checkpoint", 0.22, "22%",
      "APGD's first step-size checkpoint, as a share of the iteration budget", "croce2020reliable",
      "Sec. 3 (step-size selection)", "11_evaluating_robustness"),
