@@ -140,7 +140,8 @@ def load_state(name: str, *, root: str | Path | None = None) -> dict[str, Any] |
         return None
     try:
         manifest = json.loads(path.read_text())
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        storage.check_seal(manifest, known=_MANIFEST_FIELDS, what=str(path))
+        if manifest.get("format") != FORMAT:
             raise ValueError("not a long-run manifest of this format")
     except ValueError as error:
         raise LongRunError(f"{path} is unreadable ({error}); restore it from git.") from error
@@ -329,10 +330,15 @@ def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: d
         "epochs_done": until, "pieces": [*previous.get("pieces", []), piece], "files": all_files,
         "notes": notes, "train_config": resume["config"], "weights": weights_file, "resume": resume_file,
     }
-    storage.atomic_write_bytes(folder / "run.json", json.dumps(new_manifest, indent=1).encode())
+    storage.atomic_write_bytes(folder / "run.json", json.dumps(storage.seal(new_manifest), indent=1).encode())
     for filename in stale:  # replaced: run.json no longer names them
         (folder / filename).unlink(missing_ok=True)
     return piece
+
+
+#: The fields of run.json (an unknown one means it was edited or damaged).
+_MANIFEST_FIELDS = {"format", "name", "zoo_name", "profile", "key", "recipe", "precision", "epochs_total",
+                    "epochs_done", "pieces", "files", "notes", "train_config", "weights", "resume"}
 
 
 def _weights_file(manifest: dict[str, Any]) -> str:
@@ -408,7 +414,7 @@ def landscape_piece(model_run: str, *, image: int, block: int, root: str | Path 
         **{k: v for k, v in provenance(profile=_run(model_run).profile, wall_time_s=wall).items()
            if k in ("device", "torch", "git_commit", "created_utc")},
     }
-    storage.atomic_write_bytes(folder / "landscape.json", json.dumps(manifest, indent=1).encode())
+    storage.atomic_write_bytes(folder / "landscape.json", json.dumps(storage.seal(manifest), indent=1).encode())
     return manifest["pieces"][filename]
 
 
@@ -416,11 +422,20 @@ def _landscape_manifest(folder: Path, settings: dict[str, Any]) -> dict[str, Any
     path = folder / "landscape.json"
     if not path.exists():
         return {"format": FORMAT, "settings": settings, "pieces": {}}
-    manifest = json.loads(path.read_text())
+    manifest = _read_landscape_manifest(path)
     if manifest.get("settings") != settings:
         raise LongRunError(f"{path} was made with other settings ({manifest.get('settings')}); move it away "
                            "to start a landscape with the new ones.")
     return manifest
+
+
+def _read_landscape_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+        storage.check_seal(manifest, known={"format", "settings", "pieces", "model"}, what=str(path))
+    except ValueError as error:
+        raise LongRunError(f"{path} is unreadable or damaged ({error}); restore it from git.") from error
+    return {k: v for k, v in manifest.items() if k != storage.SEAL}
 
 
 def load_landscape(model_run: str, *, root: str | Path | None = None) -> dict[str, Any] | None:
@@ -433,7 +448,7 @@ def load_landscape(model_run: str, *, root: str | Path | None = None) -> dict[st
     folder = _landscape_dir(model_run, root)
     if not (folder / "landscape.json").exists():
         return None
-    manifest = json.loads((folder / "landscape.json").read_text())
+    manifest = _read_landscape_manifest(folder / "landscape.json")
     images: dict[int, dict[str, Any]] = {}
     for filename, piece in sorted(manifest["pieces"].items(), key=lambda kv: (kv[1]["image"], kv[1]["block"])):
         content = _read_verified(folder, filename, {"files": {filename: piece["sha256"]}})

@@ -73,9 +73,8 @@ def test_damaged_or_foreign_files_are_never_used(tiny_run, monkeypatch) -> None:
     with pytest.raises(longrun.LongRunError, match="damaged"):
         longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
 
-    manifest = json.loads((folder / "run.json").read_text())
-    manifest["key"] = "0" * 64
-    (folder / "run.json").write_text(json.dumps(manifest))
+    recipe, _ = longrun._recipe_and_key("tiny")
+    monkeypatch.setattr(longrun, "_recipe_and_key", lambda name: (recipe, "0" * 64))  # the code's recipe changed
     with pytest.raises(longrun.LongRunError, match="another recipe"):
         longrun.load_state("tiny", root=tiny_run)
 
@@ -144,3 +143,13 @@ def test_a_code_change_that_changes_trains_checkpoint_key_does_not_strand_a_run(
     train.save_checkpoint(checkpoint, {**train.load_checkpoint(checkpoint), "config_key": "f" * 64})
     piece = longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
     assert piece["epochs"] == [2, 2] and longrun.load_state("tiny", root=tiny_run)["notes"] == []
+
+
+def test_an_edited_manifest_is_detected(tiny_run) -> None:
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    path = longrun.run_dir("tiny", root=tiny_run) / "run.json"
+    manifest = json.loads(path.read_text())
+    manifest["epochs_done"] = 2  # claims more training than was committed
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(longrun.LongRunError, match="checksum"):
+        longrun.load_state("tiny", root=tiny_run)
