@@ -153,3 +153,19 @@ def test_an_edited_manifest_is_detected(tiny_run) -> None:
     path.write_text(json.dumps(manifest))
     with pytest.raises(longrun.LongRunError, match="checksum"):
         longrun.load_state("tiny", root=tiny_run)
+
+
+def test_committed_weights_replaced_by_other_valid_weights_are_detected(tiny_run) -> None:
+    """Issue 15's fault kinds for the committed weights: truncated, and another valid file."""
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    path = longrun.run_dir("tiny", root=tiny_run) / longrun.load_state("tiny", root=tiny_run)["weights"]
+    original = path.read_bytes()
+    other = zoo.initial_model(zoo.recipe("softmax", profile="smoke"))
+    torch.save({k: v.half() for k, v in other.state_dict().items()}, path)  # loads fine, wrong weights
+    with pytest.raises(longrun.LongRunError, match="damaged"):
+        longrun.load_weights("tiny", root=tiny_run)
+    path.write_bytes(original[: len(original) // 2])
+    with pytest.raises(longrun.LongRunError, match="damaged"):
+        longrun.load_weights("tiny", root=tiny_run)
+    path.write_bytes(original)
+    longrun.load_weights("tiny", root=tiny_run)  # restored: used again
