@@ -274,7 +274,8 @@ FILE_KINDS: dict[str, tuple[Callable[..., Case], str | None, tuple[str, ...]]] =
     "checkpoint": (training_checkpoint, None, ("checkpoint",)),
     "experiment piece": (experiment_piece, None, ("piece",)),
     "result": (result_files, None, ("json", "npz")),
-    # "committed weights": (committed_weights, None, ("weights",)),  -- when results/ holds weights
+    # Committed weights and manifests of the long runs (results/runs/) are damaged the same ways in
+    # tests/test_longrun.py (truncated, flipped, another valid file, an edited manifest).
 }
 
 
