@@ -558,7 +558,10 @@ def describe_masking(
         text = (f"The {name} looks robust under FGSM ({fgsm:.0%} accurate) and falls to {iterative:.0%} under "
                 f"iterative attacks: the single step over-states its robustness by {100 * gap:.0f} points, the "
                 "first warning sign of gradient masking on Carlini et al.'s list.")
-    elif gap >= 0:
+    elif round(100 * gap) == 0:
+        text = (f"The {name} is as accurate under iterative attacks as under FGSM ({iterative:.0%}): "
+                "no collapse, and the extra steps find nothing more.")
+    elif gap > 0:
         text = (f"The {name} keeps {iterative:.0%} under iterative attacks against {fgsm:.0%} under FGSM: "
                 f"iterative attacks are stronger, by {100 * gap:.0f} points, but there is no collapse.")
     else:
@@ -566,6 +569,9 @@ def describe_masking(
                 f"({iterative:.0%}): the iterative attacks are too weak here (too few steps or a bad step size).")
     if gradient_free is None:
         return text
+    if round(100 * gradient_free) == round(100 * iterative):
+        return text + (f" The gradient-free Square Attack does as well as the gradient attacks ({gradient_free:.0%} "
+                       "accurate).")
     if gradient_free < iterative:
         return text + (f" The gradient-free Square Attack does better than the gradient attacks "
                        f"({gradient_free:.0%} accurate): the gradients mislead the attacks that follow them.")

@@ -448,8 +448,7 @@ class PGDObjective(Objective):
         _check_alpha(self.alpha)
         attacks._check_int(self.steps, "steps", minimum=1)
         attacks._check_number(self.step_size, "step_size", minimum=0.0, strict=True)
-        if attacks._check_number(self.warmup, "warmup", minimum=0.0) >= 1.0:
-            raise ValueError(f"warmup is a fraction of training in [0, 1), got {self.warmup}.")
+        _check_warmup(self.warmup)
 
     def at(self, progress: float) -> "PGDObjective":
         """The objective at ``progress`` (fraction of training steps done).
@@ -459,10 +458,7 @@ class PGDObjective(Objective):
         budgets may need it: PGD training at eps = 0.3 from scratch can sit on the constant
         classifier (loss ln 10) for a long stretch of training.
         """
-        if progress >= self.warmup:
-            return self
-        ramp = max(progress / self.warmup, 1e-3)
-        return dataclasses.replace(self, eps=self.eps * ramp, step_size=self.step_size * ramp, warmup=0.0)
+        return _warmed_up(self, progress)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> StepOutput:
         x_adv = attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
@@ -512,19 +508,14 @@ class FastFGSMObjective(Objective):
 
     def __post_init__(self) -> None:
         _check_eps(self.eps)
-        if not (isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0):
-            raise ValueError(f"step_size must be a finite number > 0, got {self.step_size!r}.")
-        if not 0.0 <= self.warmup < 1.0:
-            raise ValueError(f"warmup is a fraction of training in [0, 1), got {self.warmup}.")
+        attacks._check_number(self.step_size, "step_size", minimum=0.0, strict=True)
+        _check_warmup(self.warmup)
 
     def at(self, progress: float) -> "FastFGSMObjective":
         """The objective at ``progress``: eps and the step grow from 0 over the first ``warmup``
         of training, as in :meth:`PGDObjective.at` (from eps = 0.3 at once, a short run sits on
         the constant classifier; Wong et al. warm up the learning rate instead)."""
-        if progress >= self.warmup:
-            return self
-        ramp = max(progress / self.warmup, 1e-3)
-        return dataclasses.replace(self, eps=self.eps * ramp, step_size=self.step_size * ramp, warmup=0.0)
+        return _warmed_up(self, progress)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> StepOutput:
         x_adv = attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=1,
@@ -542,6 +533,19 @@ class FastFGSMObjective(Objective):
         return PGDAttack(self.eps, 2.5 * self.eps / 10, 10)
 
 
+def _check_warmup(warmup: object) -> None:
+    if attacks._check_number(warmup, "warmup", minimum=0.0) >= 1.0:
+        raise ValueError(f"warmup is a fraction of training in [0, 1), got {warmup}.")
+
+
+def _warmed_up(objective: Any, progress: float) -> Any:
+    """``objective`` with eps and its step size scaled by ``progress / warmup`` during the warm-up."""
+    if progress >= objective.warmup:
+        return objective
+    ramp = max(progress / objective.warmup, 1e-3)
+    return dataclasses.replace(objective, eps=objective.eps * ramp, step_size=objective.step_size * ramp, warmup=0.0)
+
+
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
     for cls in (StandardObjective, FGSMObjective, NoiseObjective, RotationObjective,
@@ -551,7 +555,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 def make_objective(name: str, **options: Any) -> Objective:
     """An objective by name (``standard``, ``fgsm``, ``noise``, ``rotation``,
-    ``scaled_gradient``, ``hidden_fgsm``, ``pgd``) with its options."""
+    ``scaled_gradient``, ``hidden_fgsm``, ``pgd``, ``fast_fgsm``) with its options."""
     if name not in OBJECTIVES:
         raise ValueError(f"Unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}.")
     return OBJECTIVES[name](**options)

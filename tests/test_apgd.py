@@ -320,6 +320,9 @@ def test_describe_masking_says_what_the_numbers_show_in_both_directions() -> Non
     assert "no collapse" in merely_weak and "25 points" in merely_weak
     weak = describe_masking("model", fgsm=0.4, iterative=0.6)
     assert "too weak" in weak and "Square" not in weak
+    tie = describe_masking("model", fgsm=0.5, iterative=0.5, gradient_free=0.5)
+    assert "as accurate under iterative attacks as under FGSM" in tie and "stronger" not in tie
+    assert "does as well as the gradient attacks" in tie and "weaker" not in tie
     with pytest.raises(ValueError, match="accuracy in"):
         describe_masking("model", fgsm=90.0, iterative=0.1)
 
