@@ -154,6 +154,25 @@ def uniform_noise(x: Tensor, *, eps: float, generator: torch.Generator | None = 
     return (x + _uniform_like(x, eps, generator)).clamp_(0.0, 1.0)
 
 
+def sign_noise(x: Tensor, *, eps: float, generator: torch.Generator | None = None) -> Tensor:
+    """The other noise control of Goodfellow et al. (2015), Sec. 6: "randomly adding +-eps to each pixel".
+
+    Args:
+        x: images ``(N, ...)`` in [0, 1].
+        eps: noise amplitude, ``eps >= 0``.
+        generator: optional ``torch.Generator`` (CPU or CUDA) for reproducible noise.
+
+    Returns:
+        ``clip(x + eps * s, 0, 1)`` with each ``s`` independently -1 or +1 with probability
+        1/2: the same size and sign structure as FGSM's step, with a random direction.
+    """
+    x = _check_images(x)
+    eps = _check_number(eps, "eps", minimum=0.0)
+    if eps == 0:
+        return x.clone()
+    return (x + _uniform_like(x, 1.0, generator).sign_().mul_(eps)).clamp_(0.0, 1.0)
+
+
 def random_start_noise(
     x: Tensor, *, eps: float, restarts: int = 1, generator: torch.Generator | None = None
 ) -> Tensor:
@@ -1364,4 +1383,5 @@ def _check_classes(logits: Tensor, minimum: int, what: str) -> None:
                          f"{tuple(logits.shape)}; use loss='ce'.")
 
 
+__all__ += ["sign_noise"]
 __all__ += ["apgd", "apgd_checkpoints", "dlr_loss", "dlr_loss_targeted", "square", "square_fraction", "square_noise"]

@@ -83,6 +83,10 @@ class Run:
 RUNS: dict[str, Run] = {
     "cnn": Run("cnn"),
     "cnn_pgd": Run("cnn_pgd"),
+    # Part I (Goodfellow et al. 2015): the maxout networks' paper-scale recipe (the gpu profile's:
+    # SGD with momentum, max-norm, dropout, 200 epochs; see advcore.zoo._maxout) and softmax regression.
+    **{name: Run(name) for name in ("maxout", "maxout_fgsm", "maxout_seed1", "maxout_noise_sign", "maxout_noise",
+                                    "maxout_rotation", "maxout_scaledgrad", "softmax")},
 }
 
 
@@ -268,7 +272,29 @@ def run_piece(name: str, *, epochs: int, root: str | Path | None = None, progres
                               precision=run.precision, progress=progress,
                               description=f"longrun {name} epochs {done + 1}-{until} of {rec.epochs}")
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    return _write_piece(name, folder, rec, key, manifest, checkpoint, history_, done, until, wall, cpu, notes)
+    return _write_piece(name, folder, rec, key, manifest, checkpoint, history_, done, until, wall, cpu, notes,
+                        final=_final_test(rec, checkpoint, progress=progress) if until == rec.epochs else None)
+
+
+def _final_test(rec: zoo.Recipe, checkpoint: Path, *, progress: bool) -> dict[str, Any]:
+    """The finished model's errors on the whole MNIST test set (10,000 images), clean and under its monitor attack.
+
+    Measured once, on the float16-rounded weights that are committed (what the chapters load),
+    so a chapter's re-evaluation of any subset can be checked against it.
+    """
+    from advcore.evaluate import evaluate
+
+    state = training.load_checkpoint(checkpoint)
+    model = zoo.build_model(rec)
+    model.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in state["model"].items()})
+    model.eval()
+    test = data.load_mnist("test")
+    attack = zoo.monitor_attack(rec.monitor)
+    clean = evaluate(model, test, progress=progress)
+    attacked = evaluate(model, test, attack=attack, progress=progress)
+    return {"test_examples": clean.n, "clean_error": clean.error_rate, "attack": attack.describe(),
+            "attack_error": attacked.error_rate, "attack_confidence": attacked.mean_confidence,
+            "attack_confidence_misclassified": attacked.mean_confidence_misclassified}
 
 
 def _vouch_for(path: Path) -> None:
@@ -300,7 +326,7 @@ def _local_checkpoint_matches(path: Path, epoch: int, folder: Path, manifest: di
 
 def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: dict[str, Any] | None,
                  checkpoint: Path, history_: training.History, done: int, until: int, wall: float, cpu: float,
-                 notes: list[str]) -> dict[str, Any]:
+                 notes: list[str], *, final: dict[str, Any] | None = None) -> dict[str, Any]:
     state = training.load_checkpoint(checkpoint)
     weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     resume = {k: v for k, v in state.items() if k not in ("model", "optimizer", "best_model", "history")}
@@ -329,6 +355,7 @@ def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: d
         "recipe": rec.to_dict(), "precision": _run(name).precision, "epochs_total": rec.epochs,
         "epochs_done": until, "pieces": [*previous.get("pieces", []), piece], "files": all_files,
         "notes": notes, "train_config": resume["config"], "weights": weights_file, "resume": resume_file,
+        **({"final": final} if final is not None else {}),
     }
     storage.atomic_write_bytes(folder / "run.json", json.dumps(storage.seal(new_manifest), indent=1).encode())
     for filename in stale:  # replaced: run.json no longer names them
@@ -338,7 +365,7 @@ def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: d
 
 #: The fields of run.json (an unknown one means it was edited or damaged).
 _MANIFEST_FIELDS = {"format", "name", "zoo_name", "profile", "key", "recipe", "precision", "epochs_total",
-                    "epochs_done", "pieces", "files", "notes", "train_config", "weights", "resume"}
+                    "epochs_done", "pieces", "files", "notes", "train_config", "weights", "resume", "final"}
 
 
 def _weights_file(manifest: dict[str, Any]) -> str:

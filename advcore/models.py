@@ -42,7 +42,34 @@ __all__ = [
     "Normalize",
     "PreActResNet18",
     "SoftmaxRegression",
+    "apply_constraints",
+    "clip_row_norms_",
 ]
+
+
+def clip_row_norms_(weight: torch.Tensor, max_norm: float) -> None:
+    """Scale, in place, every row of ``weight`` (out, in) whose L2 norm exceeds ``max_norm`` down to it.
+
+    The max-norm constraint of Goodfellow et al. (2013)'s maxout networks (pylearn2's
+    ``max_col_norm``: pylearn2 stores weights as (in, out), so its columns are our rows, one
+    per output unit or linear piece): after every update each unit's incoming weight vector
+    is projected back into the ball of radius ``max_norm``.
+    """
+    with torch.no_grad():
+        norms = weight.norm(dim=1, keepdim=True)
+        weight.mul_(torch.clamp(max_norm / norms.clamp_min(1e-12), max=1.0))
+
+
+def apply_constraints(model: nn.Module) -> None:
+    """Apply the weight constraint of every submodule that has one (a ``constrain_()`` method).
+
+    :func:`advcore.train.train` calls it after every optimizer step. Constraints are
+    projections, so applying one twice changes nothing.
+    """
+    for module in model.modules():
+        constrain = getattr(module, "constrain_", None)
+        if callable(constrain):
+            constrain()
 
 
 class Normalize(nn.Module):
@@ -114,6 +141,10 @@ class MaxoutMLP(nn.Module):
         pieces: linear pieces per unit.
         layers: number of maxout layers.
         input_dropout, dropout: drop probabilities of the input and of hidden units.
+        max_norm: if set, the max-norm constraint of the maxout paper (pylearn2's
+            ``max_col_norm``, 1.9365 in its MNIST model): after every training step each
+            linear piece's and each output unit's incoming weights are scaled back to at most
+            this L2 norm (:meth:`constrain_`, called by :func:`apply_constraints`).
     """
 
     def __init__(
@@ -124,10 +155,14 @@ class MaxoutMLP(nn.Module):
         layers: int = 2,
         input_dropout: float = 0.2,
         dropout: float = 0.5,
+        max_norm: float | None = None,
         in_features: int = 784,
         num_classes: int = 10,
     ) -> None:
         super().__init__()
+        if max_norm is not None and not max_norm > 0:
+            raise ValueError(f"max_norm must be a positive number or None, got {max_norm!r}.")
+        self.max_norm = max_norm
         blocks: list[nn.Module] = [nn.Flatten(), nn.Dropout(input_dropout)]
         width = in_features
         for _ in range(layers):
@@ -138,6 +173,14 @@ class MaxoutMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def constrain_(self) -> None:
+        """Project every linear map's rows back into the max-norm ball (no-op without ``max_norm``)."""
+        if self.max_norm is None:
+            return
+        for module in self.net.modules():
+            if isinstance(module, nn.Linear):
+                clip_row_norms_(module.weight, self.max_norm)
 
 
 class HiddenPerturbMLP(nn.Module):

@@ -61,6 +61,14 @@ class Profile:
     lr_mlp: float  # Adam learning rate of softmax regression and the MLPs
     lr_cnn: float  # Adam learning rate of the Madry CNN (Madry et al.: 1e-4 over 100k steps)
     lr_resnet: float  # SGD learning rate of the ResNet (Madry et al.: 0.1, /10 at 50% and 75%)
+    # The maxout networks' optimizer. smoke/cpu: Adam for a short budget; gpu (the paper-scale
+    # runs committed under results/runs/): SGD with momentum, step decay and max-norm, after
+    # the pylearn2 setup of Goodfellow et al. (2013) (see advcore.zoo for where we deviate).
+    optimizer_maxout: str  # "adam" or "sgd" (momentum 0.9)
+    lr_maxout: float
+    lr_milestones_maxout: tuple[float, ...]  # fractions of training where the lr drops by 10x
+    max_norm_maxout: float | None  # pylearn2's max_col_norm (1.9365), None: unconstrained
+    epochs_maxout: int  # the 240-unit maxout networks
     maxout_large_units: int  # the larger FGSM-trained maxout network (Goodfellow et al.: 1600)
     epochs_mlp_large: int  # its epochs (early stopping keeps the best on adversarial val. error)
     early_stopping_patience: int  # epochs without improvement before stopping (0: never stop)
@@ -106,6 +114,11 @@ PROFILES: dict[str, Profile] = {
         lr_mlp=1e-3,
         lr_cnn=1e-3,
         lr_resnet=0.05,
+        optimizer_maxout="adam",
+        lr_maxout=1e-3,
+        lr_milestones_maxout=(),
+        max_norm_maxout=None,
+        epochs_maxout=2,
         maxout_large_units=1_600,
         epochs_mlp_large=2,
         early_stopping_patience=0,
@@ -143,6 +156,11 @@ PROFILES: dict[str, Profile] = {
         lr_mlp=1e-3,
         lr_cnn=1e-3,
         lr_resnet=0.05,
+        optimizer_maxout="adam",
+        lr_maxout=1e-3,
+        lr_milestones_maxout=(),
+        max_norm_maxout=None,
+        epochs_maxout=5,
         maxout_large_units=1_600,
         epochs_mlp_large=2,
         early_stopping_patience=0,
@@ -180,6 +198,11 @@ PROFILES: dict[str, Profile] = {
         lr_mlp=1e-3,
         lr_cnn=1e-4,
         lr_resnet=0.1,
+        optimizer_maxout="sgd",
+        lr_maxout=0.02,  # with momentum 0.9: a step like pylearn2's lr .1 with momentum .5
+        lr_milestones_maxout=(0.5, 0.75),
+        max_norm_maxout=1.9365,  # pylearn2's mnist_pi.yaml (Goodfellow et al. 2013)
+        epochs_maxout=200,
         maxout_large_units=1_600,
         epochs_mlp_large=100,
         early_stopping_patience=20,

@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from advcore import attacks
+from advcore.models import apply_constraints
 from advcore.storage import atomic_write_bytes
 
 if TYPE_CHECKING:  # pandas is imported lazily: only the frames need it
@@ -245,18 +246,26 @@ class FGSMObjective(_MixObjective):
 
 @dataclass(frozen=True)
 class NoiseObjective(_MixObjective):
-    """The control of Goodfellow et al.: the mix with ``x + U(-eps, eps)`` instead of FGSM."""
+    """The controls of Goodfellow et al. (2015), Sec. 6: the mix with noise instead of FGSM.
+
+    ``distribution="uniform"``: ``x + U(-eps, eps)``; ``"sign"``: ``x`` plus ``+-eps`` per
+    pixel with random signs (:func:`advcore.attacks.sign_noise`), FGSM's step without its direction.
+    """
 
     eps: float = 0.25
     alpha: float = 0.5
+    distribution: Literal["uniform", "sign"] = "uniform"
     name = "noise"
 
     def __post_init__(self) -> None:
         _check_eps(self.eps)
         _check_alpha(self.alpha)
+        if self.distribution not in ("uniform", "sign"):
+            raise ValueError(f"distribution must be 'uniform' or 'sign', got {self.distribution!r}.")
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        return attacks.uniform_noise(x, eps=self.eps, generator=generator)
+        noise = attacks.uniform_noise if self.distribution == "uniform" else attacks.sign_noise
+        return noise(x, eps=self.eps, generator=generator)
 
     def monitor(self) -> MonitorAttack:
         return FGSMAttack(self.eps)
@@ -1097,6 +1106,7 @@ def train(
                     scaler.scale(out.loss).backward()
                     scaler.step(opt)
                     scaler.update()
+                    apply_constraints(model)  # e.g. the maxout networks' max-norm (Goodfellow et al. 2013)
                     # Stay on the device: the records are copied to the host once per epoch.
                     records.append(torch.stack([
                         out.loss.detach().float(), out.clean_loss.float(), out.clean_correct.float(),

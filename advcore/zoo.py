@@ -117,6 +117,30 @@ def _pgd_monitor(profile: Profile) -> dict[str, Any]:
 
 
 _MAXOUT_NOTE = "Adam instead of the paper's SGD with momentum and max-norm constraints."
+# The paper-scale recipe (the gpu profile; committed runs under results/runs/) and where it
+# deviates from pylearn2's mnist_pi.yaml (Goodfellow et al. 2013), which Goodfellow et al.
+# (2015) start from: lr .1, momentum .5 rising to .7, lr decay 1.000004 per batch, early
+# stopping after 100 epochs without improvement, then retraining on all 60,000 images.
+_MAXOUT_SGD_NOTE = ("SGD with momentum 0.9, lr {lr:g} divided by 10 at {milestones} of {epochs} epochs, max-norm "
+                    "{max_norm:g} on every unit's weights, batch 100, dropout 0.2 on the input and 0.5 on hidden "
+                    "units, 55,000 training images. Deviations from the pylearn2 recipe (lr .1, momentum .5 "
+                    "rising to .7, a slow exponential lr decay, early stopping after 100 epochs without "
+                    "improvement, retraining on all 60,000 images): a fixed step schedule that fits a CPU "
+                    "budget, no retraining on the validation images.")
+
+
+def _maxout_optimizer(profile: Profile) -> dict[str, Any]:
+    """The maxout networks' optimizer fields of a recipe, and its note."""
+    fields: dict[str, Any] = {"optimizer": profile.optimizer_maxout, "lr": profile.lr_maxout,
+                              "lr_milestones": tuple(profile.lr_milestones_maxout)}
+    if profile.optimizer_maxout == "adam":
+        return {**fields, "note": _MAXOUT_NOTE}
+    milestones = " and ".join(f"{m:.0%}" for m in profile.lr_milestones_maxout) or "none"
+    return {**fields, "note": _MAXOUT_SGD_NOTE.format(lr=profile.lr_maxout, milestones=milestones,
+                                                      epochs=profile.epochs_maxout,
+                                                      max_norm=profile.max_norm_maxout or float("inf"))}
+
+
 _SMOOTH_NOTE = (" Differentiable adversary (Goodfellow et al. 2015, Sec. 6): the loss is differentiated "
                 "through the perturbation's construction; the paper gives no size, {size} is our choice.")
 
@@ -124,15 +148,19 @@ _SMOOTH_NOTE = (" Differentiable adversary (Goodfellow et al. 2015, Sec. 6): the
 def _maxout(profile: Profile, name: str, objective: str, options: dict[str, Any], *, seed: int = 0,
             hidden: int = 240, early_stopping: bool = False, epochs: int | None = None,
             note: str = "") -> Recipe:
+    architecture = {"hidden": hidden, "pieces": 5, "layers": 2, "input_dropout": 0.2, "dropout": 0.5}
+    if profile.max_norm_maxout is not None:  # only then: the other profiles' recipes (and keys) stay as they were
+        architecture["max_norm"] = profile.max_norm_maxout
+    optimizer = _maxout_optimizer(profile)
     return Recipe(
-        name=name, architecture="maxout",
-        architecture_options={"hidden": hidden, "pieces": 5, "layers": 2, "input_dropout": 0.2, "dropout": 0.5},
+        name=name, architecture="maxout", architecture_options=architecture,
         objective=objective, objective_options=options, monitor=_fgsm_monitor(),
-        epochs=profile.epochs_mlp if epochs is None else epochs, batch_size=profile.batch_size,
-        lr=profile.lr_mlp, early_stopping=early_stopping,
+        epochs=profile.epochs_maxout if epochs is None else epochs, batch_size=profile.batch_size,
+        optimizer=optimizer["optimizer"], lr=optimizer["lr"], lr_milestones=optimizer["lr_milestones"],
+        early_stopping=early_stopping,
         patience=(profile.early_stopping_patience or None) if early_stopping else None,
         seed=seed, sizes=_mnist_sizes(profile),
-        note=_MAXOUT_NOTE + note,
+        note=optimizer["note"] + note,
     )
 
 
@@ -200,6 +228,8 @@ def _recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
             profile, "maxout1600_fgsm_es", "fgsm", fgsm, hidden=profile.maxout_large_units,
             early_stopping=True, epochs=profile.epochs_mlp_large),
         "maxout_noise": lambda: _maxout(profile, "maxout_noise", "noise", fgsm),
+        # Goodfellow et al. 2015, Sec. 6: "randomly adding +-eps to each pixel"
+        "maxout_noise_sign": lambda: _maxout(profile, "maxout_noise_sign", "noise", {**fgsm, "distribution": "sign"}),
         "maxout_rotation": lambda: _maxout(
             profile, "maxout_rotation", "rotation",
             {"degrees": ROTATION_DEGREES, "alpha": ALPHA, "monitor_eps": MNIST_EPS},
@@ -310,7 +340,8 @@ def _objective_text(rec: Recipe) -> str:
     return {
         "standard": "standard cross-entropy",
         "fgsm": lambda: f"FGSM mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
-        "noise": lambda: f"uniform-noise mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
+        "noise": lambda: (f"{'random-sign (+-eps)' if o.get('distribution') == 'sign' else 'uniform'}-noise mix "
+                          f"(eps={o['eps']:g}, alpha={o['alpha']:g})"),
         "rotation": lambda: f"rotation-towards-gradient mix ({o['degrees']:g} deg, alpha={o['alpha']:g})",
         "scaled_gradient": lambda: f"scaled-gradient mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
         "hidden_fgsm": lambda: f"hidden-layer FGSM mix (eps_hidden={o['eps_hidden']:g}, alpha={o['alpha']:g})",
@@ -349,7 +380,8 @@ def build_model(rec: Recipe) -> nn.Module:
         return models.SoftmaxRegression()
     if rec.architecture == "maxout":
         return models.MaxoutMLP(opts["hidden"], pieces=opts["pieces"], layers=opts["layers"],
-                                input_dropout=opts["input_dropout"], dropout=opts["dropout"])
+                                input_dropout=opts["input_dropout"], dropout=opts["dropout"],
+                                max_norm=opts.get("max_norm"))
     if rec.architecture == "mlp":
         return models.HiddenPerturbMLP(tuple(opts["hidden"]), activation=opts["activation"])
     if rec.architecture == "cnn":
@@ -359,7 +391,8 @@ def build_model(rec: Recipe) -> nn.Module:
     raise ValueError(f"Unknown architecture {rec.architecture!r}.")
 
 
-def _monitor(spec: dict[str, Any]) -> training.MonitorAttack:
+def monitor_attack(spec: dict[str, Any]) -> training.MonitorAttack:
+    """The attack of a recipe's ``monitor`` spec (``rec.monitor``): FGSM or PGD, ``(model, x, y) -> x_adv``."""
     if spec["attack"] == "fgsm":
         return training.FGSMAttack(spec["eps"])
     return training.PGDAttack(spec["eps"], spec["step_size"], spec["steps"])
@@ -415,7 +448,7 @@ def training_options(rec: Recipe, prof: Profile) -> tuple[TensorDataset, dict[st
         objective=training.make_objective(rec.objective, **rec.objective_options),
         val_set=val_set, epochs=rec.epochs, batch_size=rec.batch_size, optimizer=rec.optimizer,
         lr=rec.lr, weight_decay=rec.weight_decay, lr_milestones=rec.lr_milestones,
-        monitor=_monitor(rec.monitor), eval_train_examples=max(prof.mnist_val // 2, 100),
+        monitor=monitor_attack(rec.monitor), eval_train_examples=max(prof.mnist_val // 2, 100),
         eval_batch_size=prof.eval_batch_size, early_stopping=rec.early_stopping, patience=rec.patience,
         seed=rec.seed, device=default_device(),
     )

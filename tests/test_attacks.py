@@ -21,6 +21,7 @@ from advcore.attacks import (
     pgd,
     project_linf,
     random_start_noise,
+    sign_noise,
     uniform_noise,
 )
 
@@ -176,6 +177,21 @@ def test_uniform_noise_is_reproducible_and_centred() -> None:
     noise = first - x
     assert noise.abs().max() <= 0.2 + 1e-6
     assert abs(noise.mean().item()) < 0.01 and noise.std().item() == pytest.approx(0.2 / 3**0.5, rel=0.05)
+
+
+def test_sign_noise_adds_plus_or_minus_eps_with_random_signs() -> None:
+    """Goodfellow et al. (2015), Sec. 6: "randomly adding +-eps to each pixel", clipped to [0, 1]."""
+    x = torch.full((64, *SHAPE), 0.5)
+    first = sign_noise(x, eps=0.2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(first, sign_noise(x, eps=0.2, generator=torch.Generator().manual_seed(0)))
+    noise = first - x
+    assert torch.allclose(noise.abs(), torch.full_like(noise, 0.2))  # every pixel moves by exactly eps
+    assert abs((noise > 0).float().mean().item() - 0.5) < 0.02  # the signs are fair coins
+    edge = sign_noise(torch.ones(4, *SHAPE), eps=0.3, generator=torch.Generator().manual_seed(1))
+    assert edge.max() <= 1 and torch.allclose(edge.unique(), torch.tensor([0.7, 1.0]))
+    assert torch.equal(sign_noise(x, eps=0.0), x)
+    with pytest.raises(ValueError, match="eps"):
+        sign_noise(x, eps=-0.1)
 
 
 # --------------------------------------------------------------------------- restarts, randomness, batches

@@ -50,6 +50,22 @@ def test_two_pieces_equal_one_uninterrupted_run(tiny_run) -> None:
     assert manifest["notes"] == [] and len(manifest["pieces"]) == 2
 
 
+def test_a_finished_run_records_its_errors_on_the_whole_test_set(tiny_run) -> None:
+    from advcore import data
+    from advcore.evaluate import evaluate
+
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    assert "final" not in longrun.load_state("tiny", root=tiny_run)  # not finished: nothing to record
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    final = longrun.load_state("tiny", root=tiny_run)["final"]
+    model, test = longrun.load_weights("tiny", root=tiny_run), data.load_mnist("test")
+    attack = zoo.monitor_attack(zoo.recipe("softmax", profile="smoke").monitor)
+    assert final["test_examples"] == len(test) == 10_000
+    assert final["clean_error"] == evaluate(model, test, progress=False).error_rate
+    assert final["attack_error"] == evaluate(model, test, attack=attack, progress=False).error_rate
+    assert final["attack"] == attack.describe() and 0 < final["clean_error"] < final["attack_error"]
+
+
 def test_a_new_machine_resumes_from_the_committed_files_and_says_so(tiny_run, tmp_path) -> None:
     longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
     for checkpoint in (tmp_path / "cache").glob("*.ckpt"):

@@ -294,6 +294,35 @@ def test_every_objective_takes_a_finite_step(small_train) -> None:
         train.make_objective("magic")
 
 
+def test_the_sign_noise_control_mixes_with_plus_minus_eps_noise(small_train) -> None:
+    x, y = (t[:8] for t in small_train.tensors)
+    objective = NoiseObjective(eps=0.1, distribution="sign")
+    perturbed = objective.perturb(SoftmaxRegression(), x, y, torch.Generator().manual_seed(0))
+    moved = (perturbed - x).abs()
+    inside = (x >= 0.1) & (x <= 0.9)  # pixels the clip to [0, 1] cannot touch
+    assert torch.allclose(moved[inside], torch.full_like(moved[inside], 0.1))
+    uniform = NoiseObjective(eps=0.1).perturb(SoftmaxRegression(), x, y, torch.Generator().manual_seed(0))
+    assert (uniform - x)[inside].abs().mean() < 0.07  # U(-eps, eps): mean |u| = eps / 2
+    assert train.make_objective("noise", eps=0.1, distribution="sign") == objective
+    with pytest.raises(ValueError, match="distribution"):
+        NoiseObjective(distribution="gaussian")
+
+
+def test_training_applies_the_max_norm_constraint(small_train) -> None:
+    """MaxoutMLP(max_norm=c): after every step each unit's incoming weights have norm <= c (pylearn2's max_col_norm)."""
+    torch.manual_seed(0)
+    constrained, free = MaxoutMLP(16, max_norm=0.5), MaxoutMLP(16)
+    for model in (constrained, free):
+        train.train(model, small_train, epochs=1, batch_size=50, optimizer="sgd", lr=0.5, monitor=None,
+                    progress=False)
+    def row_norms(model):
+        return torch.cat([m.weight.norm(dim=1) for m in model.modules() if isinstance(m, torch.nn.Linear)])
+    assert row_norms(constrained).max() <= 0.5 + 1e-5
+    assert row_norms(free).max() > 0.5  # without the constraint the same training leaves the ball
+    with pytest.raises(ValueError, match="max_norm"):
+        MaxoutMLP(16, max_norm=0.0)
+
+
 def test_control_perturbations(small_train) -> None:
     x, y = (t[:8] for t in small_train.tensors)
     torch.manual_seed(0)

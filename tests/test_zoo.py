@@ -66,9 +66,15 @@ def test_describe_is_one_line_per_entry(profile: str) -> None:
 def test_gpu_recipes_follow_the_papers() -> None:
     gpu = PROFILES["gpu"]
     maxout = zoo.recipe("maxout_fgsm", profile=gpu)
+    # pylearn2's mnist_pi.yaml (Goodfellow et al. 2013): include probabilities .8 / .5, max_col_norm 1.9365
     assert maxout.architecture_options | {} == {"hidden": 240, "pieces": 5, "layers": 2,
-                                                 "input_dropout": 0.2, "dropout": 0.5}
+                                                 "input_dropout": 0.2, "dropout": 0.5, "max_norm": 1.9365}
     assert maxout.objective_options == {"eps": 0.25, "alpha": 0.5} and maxout.batch_size == 100
+    assert maxout.optimizer == "sgd" and "SGD with momentum 0.9" in maxout.note
+    assert zoo.build_model(maxout).max_norm == 1.9365
+    # the short profiles keep Adam (their recipes, and so their cache keys, are unchanged)
+    assert "max_norm" not in zoo.recipe("maxout_fgsm", profile="cpu").architecture_options
+    assert zoo.recipe("maxout_noise_sign", profile=gpu).objective_options["distribution"] == "sign"
     large = zoo.recipe("maxout1600_fgsm_es", profile=gpu)
     assert large.architecture_options["hidden"] == 1600 and large.early_stopping
     cnn = zoo.recipe("cnn_pgd", profile=gpu)
