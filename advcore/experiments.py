@@ -266,7 +266,7 @@ def landscape(profile: Profile | str | None = None, *, device: torch.device | st
         pieces[label] = []
         with cache_ledger() as ledger:  # the seconds of computing the pieces, now or in an earlier run
             for index in chosen:
-                payload = {"model": zoo.cache_key(MNIST_MODELS[label], profile=prof), "example": index,
+                payload = {"model": zoo.model_key(MNIST_MODELS[label], profile=prof), "example": index,
                            "settings": settings, "device": device.type}
                 pieces[label].append(_cached("landscape", payload, lambda: _landscape_piece(
                     model, x_all[index:index + 1], y_all[index:index + 1], settings, seed=index,
@@ -391,7 +391,7 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
         arrays[f"{key}_steps"], arrays[f"{key}_loss"] = _binned(history.steps["loss"])
         arrays[f"{key}_clean_loss_steps"], arrays[f"{key}_clean_loss"] = _binned(history.steps["clean_loss"])
         for attack_name, make_attack in attacks.items():
-            payload = {"model": zoo.cache_key(name, profile=prof), "attack": attack_name, "device": device.type,
+            payload = {"model": zoo.model_key(name, profile=prof), "attack": attack_name, "device": device.type,
                        "n": len(test_set)}
             measured = _cached("robust-training", payload, lambda: {"accuracy": evaluate(
                 model, test_set, attack=make_attack(), batch_size=prof.eval_batch_size, device=device,

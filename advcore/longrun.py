@@ -10,7 +10,7 @@ any interruption -- continues from the committed files::
     python -m advcore.longrun piece   cnn_pgd --epochs 2   # train the next 2 epochs, write them
     python -m advcore.longrun landscape cnn_pgd --image 0 --block 3   # 10^4 more restarts of image 0
 
-A run is a zoo recipe at a profile (``advcore.zoo.recipe(name, profile=...)``): the same
+A run is a zoo recipe at a profile (``advcore.zoo.profile_recipe(name, profile=...)``): the same
 recipe trains the same way here and in the zoo (:func:`advcore.zoo.training_options`).
 
 What is committed per run (small: no optimizer state, weights in float16):
@@ -54,7 +54,7 @@ import torch
 from advcore import data, storage, zoo
 from advcore import train as training
 from advcore.profiles import current_profile
-from advcore.results import provenance, results_dir
+from advcore.results import downloads_committed, fetch_committed, provenance, results_dir
 
 __all__ = [
     "LANDSCAPE", "LongRunError", "RUNS", "Run", "history", "landscape_piece", "load_landscape", "load_state",
@@ -91,9 +91,38 @@ RUNS: dict[str, Run] = {
 
 
 def run_dir(name: str, *, root: str | Path | None = None) -> Path:
-    """``results/runs/<name>``: where run ``name``'s committed pieces live."""
+    """``results/runs/<name>``: where run ``name``'s committed pieces live.
+
+    Without a checkout (``pip install``, e.g. Colab) the default is a copy of the repository's
+    committed files downloaded into the cache (see :func:`load_state`).
+    """
     _run(name)
+    if root is None and downloads_committed():
+        return data.cache_dir() / "results" / "runs" / name
     return (Path(root) if root is not None else results_dir()) / "runs" / name
+
+
+_FETCHED: set[str] = set()
+
+
+def _fetch_run(name: str) -> None:
+    """Download run ``name``'s committed ``run.json`` and the files it lists (those not yet cached).
+
+    Files are named by their content's hash (but ``run.json``, fetched afresh when online), so a
+    cached file never goes stale; every file is still checked against ``run.json`` before use.
+    """
+    if name in _FETCHED:
+        return
+    _FETCHED.add(name)  # once per process: zoo.get, recipe and describe all read the state
+    if fetch_committed(f"runs/{name}/run.json") is None:
+        return  # offline, or nothing committed: whatever the cache holds is used (and checked)
+    try:
+        listed = json.loads((run_dir(name) / "run.json").read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    for filename in listed:
+        if not (run_dir(name) / filename).is_file():
+            fetch_committed(f"runs/{name}/{filename}")
 
 
 def _run(name: str) -> Run:
@@ -109,7 +138,7 @@ def _recipe_and_key(name: str) -> tuple[zoo.Recipe, str]:
     of committed training) and the zoo's cache format (committed runs have their own, ``FORMAT``).
     """
     run = _run(name)
-    rec = zoo.recipe(run.zoo_name, profile=run.profile)
+    rec = zoo.profile_recipe(run.zoo_name, profile=run.profile)
     payload = {"format": FORMAT, "profile": run.profile, "precision": run.precision,
                "recipe": {k: v for k, v in rec.to_dict().items() if k != "note"}}
     return rec, _sha256(json.dumps(payload, sort_keys=True, default=str).encode())
@@ -138,6 +167,8 @@ def load_state(name: str, *, root: str | Path | None = None) -> dict[str, Any] |
     Raises:
         LongRunError: the run folder belongs to another recipe or a file is damaged.
     """
+    if root is None and downloads_committed():
+        _fetch_run(name)
     folder = run_dir(name, root=root)
     path = folder / "run.json"
     if not path.exists():

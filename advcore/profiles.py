@@ -70,6 +70,7 @@ class Profile:
     max_norm_maxout: float | None  # pylearn2's max_col_norm (1.9365), None: unconstrained
     epochs_maxout: int  # the 240-unit maxout networks
     maxout_large_units: int  # the larger FGSM-trained maxout network (Goodfellow et al.: 1600)
+    committed_runs: bool  # zoo.get loads a finished paper-scale run committed under results/runs/ (advcore.longrun)
     epochs_mlp_large: int  # its epochs (early stopping keeps the best on adversarial val. error)
     early_stopping_patience: int  # epochs without improvement before stopping (0: never stop)
     epochs_surrogate: int  # the black-box surrogate MLP (trained on the small val. tail)
@@ -120,6 +121,7 @@ PROFILES: dict[str, Profile] = {
         max_norm_maxout=None,
         epochs_maxout=2,
         maxout_large_units=1_600,
+        committed_runs=False,
         epochs_mlp_large=2,
         early_stopping_patience=0,
         epochs_surrogate=5,
@@ -162,6 +164,7 @@ PROFILES: dict[str, Profile] = {
         max_norm_maxout=None,
         epochs_maxout=5,
         maxout_large_units=1_600,
+        committed_runs=True,
         epochs_mlp_large=2,
         early_stopping_patience=0,
         epochs_surrogate=20,
@@ -204,6 +207,7 @@ PROFILES: dict[str, Profile] = {
         max_norm_maxout=1.9365,  # pylearn2's mnist_pi.yaml (Goodfellow et al. 2013)
         epochs_maxout=200,
         maxout_large_units=1_600,
+        committed_runs=True,
         epochs_mlp_large=100,
         early_stopping_patience=20,
         epochs_surrogate=50,

@@ -352,8 +352,19 @@ def _repository_results_url() -> str | None:
     return None
 
 
-def _download(name: str, profile: str) -> Path | None:
-    """Fetch a committed result from the repository into the cache; None when offline or absent."""
+def downloads_committed() -> bool:
+    """Whether committed results come from the repository over the network: advcore installed
+    without its checkout (e.g. ``pip install`` in Colab) and no ``$ADVCORE_RESULTS``."""
+    return not _in_checkout() and not os.environ.get(RESULTS_ENV, "").strip()
+
+
+def fetch_committed(relative: str) -> Path | None:
+    """Download ``results/<relative>`` from the repository into ``cache_dir() / "results"``.
+
+    For an installation without the checkout (:func:`downloads_committed`). Returns the local
+    path, or ``None`` when offline or when the repository has no such file. The caller checks
+    the content (results and long runs carry their SHA-256).
+    """
     from urllib.error import URLError
     from urllib.request import urlopen
 
@@ -362,17 +373,25 @@ def _download(name: str, profile: str) -> Path | None:
     base = _repository_results_url()
     if base is None or not is_online(base):
         return None
-    target = cache_dir() / "results" / name / f"{profile}.json"
+    target = cache_dir() / "results" / relative
     try:
-        with urlopen(f"{base}/{name}/{profile}.json", timeout=20) as response:
-            json_bytes = response.read()
-        info = json.loads(json_bytes).get("arrays")
-        if info:
-            npz_name = Path(info["file"]).name
-            with urlopen(f"{base}/{name}/{npz_name}", timeout=60) as response:
-                atomic_write_bytes(target.with_name(npz_name), response.read())
-        atomic_write_bytes(target, json_bytes)
-    except (URLError, OSError, ValueError, KeyError, TypeError):  # 404 (nothing committed yet) included
+        with urlopen(f"{base}/{relative}", timeout=60) as response:
+            atomic_write_bytes(target, response.read())
+    except (URLError, OSError, ValueError):  # 404 (nothing committed yet) included
+        return None
+    return target
+
+
+def _download(name: str, profile: str) -> Path | None:
+    """Fetch a committed result from the repository into the cache; None when offline or absent."""
+    target = fetch_committed(f"{name}/{profile}.json")
+    if target is None:
+        return None
+    try:
+        info = json.loads(target.read_bytes()).get("arrays")
+        if info and fetch_committed(f"{name}/{Path(info['file']).name}") is None:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return target
 

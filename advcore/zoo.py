@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -53,7 +53,11 @@ from advcore import data, models, storage
 from advcore import train as training
 from advcore.profiles import Profile, current_profile, default_device
 
-__all__ = ["Recipe", "describe", "entry_dir", "get", "history", "names", "recipe", "train_all"]
+if TYPE_CHECKING:
+    from advcore import longrun
+
+__all__ = ["Recipe", "committed_run", "describe", "entry_dir", "get", "history", "model_key", "monitor_attack", "names",
+           "profile_recipe", "recipe", "train_all"]
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +288,8 @@ def _resolve_profile(profile: Profile | str | None) -> Profile:
     return profile if isinstance(profile, Profile) else current_profile(profile)
 
 
-def recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
-    """The recipe of zoo entry ``name`` under ``profile`` (default: the current profile).
+def profile_recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
+    """The recipe that ``profile`` (default: the current profile) trains for zoo entry ``name``.
 
     Raises:
         KeyError: not a zoo name (the message lists them).
@@ -300,10 +304,48 @@ def recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
     return table[name]()
 
 
+def recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
+    """The recipe of the model :func:`get` returns for ``name`` under ``profile``.
+
+    That is the paper-scale recipe of a finished long run committed under ``results/runs/``
+    where the profile uses them (:func:`committed_run`), else the profile's own
+    (:func:`profile_recipe`).
+
+    Raises:
+        KeyError: not a zoo name (the message lists them).
+    """
+    prof = _resolve_profile(profile)
+    own = profile_recipe(name, profile=prof)
+    run = committed_run(name, profile=prof)
+    return profile_recipe(name, profile=run.profile) if run is not None else own
+
+
+def committed_run(name: str, *, profile: Profile | str | None = None) -> "longrun.Run | None":
+    """The finished paper-scale run of ``name`` committed under ``results/runs/``, if ``profile`` uses one.
+
+    The ``cpu`` and ``gpu`` profiles load a finished committed run instead of training the
+    entry (``Profile.committed_runs``); the ``smoke`` profile always trains its tiny models.
+    A run that is unfinished, or whose files fail their checks (with a warning), is not used.
+    """
+    from advcore import longrun  # longrun builds on the zoo's recipes: imported when needed
+
+    prof = _resolve_profile(profile)
+    run = longrun.RUNS.get(name)
+    if not prof.committed_runs or run is None or run.zoo_name != name:
+        return None
+    try:
+        state = longrun.load_state(name)
+    except longrun.LongRunError as error:
+        warnings.warn(f"Not using the committed run of {name!r}: {error} Training the {prof.name} profile's "
+                      "recipe instead.", stacklevel=3)
+        return None
+    return run if state is not None and state["epochs_done"] >= state["epochs_total"] else None
+
+
 def cache_key(name: str, *, profile: Profile | str | None = None) -> str:
     """The SHA-256 of the recipe (and of the victim's key for a surrogate) and the zoo format."""
     prof = _resolve_profile(profile)
-    rec = recipe(name, profile=prof)
+    rec = profile_recipe(name, profile=prof)
     payload = {"format": ZOO_FORMAT, "profile": prof.name, "recipe": rec.to_dict()}
     if rec.victim is not None:
         payload["victim"] = cache_key(rec.victim, profile=prof)
@@ -313,7 +355,7 @@ def cache_key(name: str, *, profile: Profile | str | None = None) -> str:
 def entry_dir(name: str, *, profile: Profile | str | None = None) -> Path:
     """``cache_dir() / "zoo" / <profile> / <name>``: where the entry is cached."""
     prof = _resolve_profile(profile)
-    recipe(name, profile=prof)  # validates the name
+    profile_recipe(name, profile=prof)  # validates the name
     return data.cache_dir() / "zoo" / prof.name / name
 
 
@@ -359,15 +401,18 @@ def describe(name: str, *, profile: Profile | str | None = None) -> str:
     prof = _resolve_profile(profile)
     rec = recipe(name, profile=prof)
     if rec.data == "cifar10":
-        data_text = f"{prof.cifar_train:,} CIFAR-10 training images"
+        data_text = f"{rec.sizes['cifar_train']:,} CIFAR-10 training images"
     elif rec.data == "surrogate":
-        data_text = f"{prof.mnist_val:,} held-out MNIST images labelled by '{rec.victim}'"
+        data_text = f"{rec.sizes['mnist_val']:,} held-out MNIST images labelled by '{rec.victim}'"
     else:
-        data_text = f"{prof.mnist_train:,} MNIST training images"
+        data_text = f"{rec.sizes['mnist_train']:,} MNIST training images"
     stopping = ", early stopping on adversarial validation error" if rec.early_stopping else ""
     seed = f", seed {rec.seed}" if rec.seed else ""
+    run = committed_run(name, profile=prof)
+    committed = f"; the paper-scale run committed in results/runs/{name}" if run is not None else ""
     return (f"{name}: {_architecture_text(rec)}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}, "
-            f"{rec.epochs} epochs of batch {rec.batch_size}{stopping}; {data_text}{seed} [{prof.name} profile]")
+            f"{rec.epochs} epochs of batch {rec.batch_size}{stopping}; {data_text}{seed}{committed} "
+            f"[{prof.name} profile]")
 
 
 # =========================================================================== building and training
@@ -455,7 +500,7 @@ def training_options(rec: Recipe, prof: Profile) -> tuple[TensorDataset, dict[st
 
 
 def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
-    rec = recipe(name, profile=prof)
+    rec = profile_recipe(name, profile=prof)
     train_set, options = training_options(rec, prof)
     device = options["device"]
     model = initial_model(rec)
@@ -595,23 +640,47 @@ def get(name: str, *, profile: Profile | str | None = None, device: str | torch.
         advcore.data.DataUnavailableError: the entry needs CIFAR-10, which is unavailable.
     """
     prof = _resolve_profile(profile)
+    device = device if device is not None else default_device()
+    if committed_run(name, profile=prof) is not None:
+        from advcore import longrun
+
+        return longrun.load_weights(name, device=device)
     folder = ensure(name, profile=prof)
-    model = build_model(recipe(name, profile=prof))
+    model = build_model(profile_recipe(name, profile=prof))
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
-    return model.to(device if device is not None else default_device()).eval()
+    return model.to(device).eval()
 
 
 def history(name: str, *, profile: Profile | str | None = None) -> training.History:
-    """The training :class:`~advcore.train.History` of zoo entry ``name`` (trains it if needed)."""
+    """The training :class:`~advcore.train.History` of the model :func:`get` returns (trains it if needed)."""
+    if committed_run(name, profile=profile) is not None:
+        from advcore import longrun
+
+        return longrun.history(name)
     folder = ensure(name, profile=profile)
     return training.History.from_json((folder / "history.json").read_text())
 
 
 def manifest(name: str, *, profile: Profile | str | None = None) -> dict[str, Any]:
-    """The entry's manifest: key, file checksums, training time and device, versions."""
+    """The manifest of the model :func:`get` returns: key, training time and device, versions.
+
+    For a committed paper-scale run: its ``run.json`` (verified), with ``train_seconds`` (all
+    pieces' wall time) and ``trained_on`` (the pieces' devices) added.
+    """
+    if committed_run(name, profile=profile) is not None:
+        from advcore import longrun
+
+        state = longrun.load_state(name)
+        return {**state, "train_seconds": sum(piece["wall_time_s"] for piece in state["pieces"]),
+                "trained_on": ", ".join(sorted({piece["device"] for piece in state["pieces"]}))}
     folder = ensure(name, profile=profile)
     return json.loads((folder / "manifest.json").read_text())
+
+
+def model_key(name: str, *, profile: Profile | str | None = None) -> str:
+    """A key of the weights :func:`get` returns (the committed run's key, else :func:`cache_key`), for caching results."""
+    return manifest(name, profile=profile)["key"] if committed_run(name, profile=profile) else cache_key(name, profile=profile)
 
 
 def train_all(names_: list[str] | None = None, *, profile: Profile | str | None = None,
@@ -620,6 +689,9 @@ def train_all(names_: list[str] | None = None, *, profile: Profile | str | None 
     prof = _resolve_profile(profile)
     spent: dict[str, float] = {}
     for name in names_ or names():
+        if committed_run(name, profile=prof) is not None:
+            print(f"{name:20s} committed  {describe(name, profile=prof)}", flush=True)
+            continue
         started, cpu_started = time.perf_counter(), time.process_time()
         try:
             ensure(name, profile=prof)

@@ -255,3 +255,47 @@ def test_every_mnist_entry_trains_in_the_smoke_profile() -> None:
         if recipe.early_stopping:
             assert history.best_epoch is not None
         json.dumps(zoo.manifest(name, profile=smoke))
+
+
+# --------------------------------------------------------------------------- committed paper-scale runs
+
+
+@pytest.fixture
+def committed_softmax(monkeypatch, tmp_path, tiny):
+    """A finished two-epoch long run of the smoke softmax recipe, committed under a temporary results/."""
+    from advcore import longrun
+
+    monkeypatch.setenv("ADVCORE_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setitem(longrun.RUNS, "softmax", longrun.Run("softmax", profile="smoke"))
+    longrun.run_piece("softmax", epochs=2, progress=False)
+    return current_profile("smoke").replace(mnist_train=300, mnist_val=100, epochs_linear=1, committed_runs=True)
+
+
+def test_profiles_that_use_committed_runs_load_them_instead_of_training(committed_softmax, monkeypatch) -> None:
+    from advcore import longrun
+
+    counting = CountingTrain(monkeypatch)
+    model = zoo.get("softmax", profile=committed_softmax, device="cpu")
+    committed = longrun.load_weights("softmax")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), committed.state_dict().values()))
+    assert counting.calls == []  # nothing trained
+    # recipe, history, description and key all describe the committed model, not the profile's own recipe
+    assert zoo.recipe("softmax", profile=committed_softmax).epochs == 2
+    assert zoo.profile_recipe("softmax", profile=committed_softmax).epochs == 1
+    assert zoo.history("softmax", profile=committed_softmax).epochs["epoch"] == [1, 2]
+    assert "results/runs/softmax" in zoo.describe("softmax", profile=committed_softmax)
+    assert zoo.model_key("softmax", profile=committed_softmax) == longrun.load_state("softmax")["key"]
+    # the smoke profile keeps training its own tiny model
+    assert zoo.committed_run("softmax", profile=committed_softmax.replace(committed_runs=False)) is None
+
+
+def test_a_damaged_committed_run_is_not_used(committed_softmax, monkeypatch) -> None:
+    from advcore import longrun
+
+    state = longrun.load_state("softmax")
+    weights = longrun.run_dir("softmax") / state["weights"]
+    weights.write_bytes(weights.read_bytes()[:-10])
+    counting = CountingTrain(monkeypatch)
+    with pytest.warns(UserWarning, match="Not using the committed run of 'softmax'.*damaged"):
+        zoo.get("softmax", profile=committed_softmax, device="cpu")
+    assert len(counting.calls) == 1  # trained the profile's own recipe instead
