@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from advcore import longrun
 
 __all__ = ["Recipe", "committed_run", "describe", "entry_dir", "get", "history", "model_key", "monitor_attack", "names",
-           "profile_recipe", "recipe", "train_all"]
+           "profile_recipe", "recipe", "train_all", "training_text"]
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +413,29 @@ def describe(name: str, *, profile: Profile | str | None = None) -> str:
     return (f"{name}: {_architecture_text(rec)}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}, "
             f"{rec.epochs} epochs of batch {rec.batch_size}{stopping}; {data_text}{seed}{committed} "
             f"[{prof.name} profile]")
+
+
+def training_text(name: str, *, profile: Profile | str | None = None) -> str:
+    """How the model :func:`get` returns for ``name`` was trained, as a phrase for the chapters' prose.
+
+    E.g. "55,000 MNIST training images for 200 epochs with SGD with momentum, step decay and
+    max-norm 1.9365 (the paper-scale run committed in `results/runs/maxout`)", or "10,000 MNIST
+    training images for 5 epochs with Adam (the `cpu` profile's recipe)".
+    """
+    prof = _resolve_profile(profile)
+    rec = recipe(name, profile=prof)
+    if rec.optimizer == "adam":
+        optimizer = "Adam"
+    else:
+        extras = (["step decay"] if rec.lr_milestones else []) + (
+            [f"max-norm {rec.architecture_options['max_norm']:g}"] if rec.architecture_options.get("max_norm") else [])
+        optimizer = "SGD with momentum" + (", " + " and ".join(extras) if extras else "")
+    images = (f"{rec.sizes['cifar_train']:,} CIFAR-10" if rec.data == "cifar10" else
+              f"{rec.sizes['mnist_val']:,} held-out MNIST" if rec.data == "surrogate" else f"{rec.sizes['mnist_train']:,} MNIST")
+    origin = (f"the paper-scale run committed in `results/runs/{name}`" if committed_run(name, profile=prof) is not None
+              else f"the `{prof.name}` profile's recipe")
+    epochs = f"{rec.epochs} epoch" + ("s" if rec.epochs != 1 else "")
+    return f"{images} training images for {epochs} with {optimizer} ({origin})"
 
 
 # =========================================================================== building and training
