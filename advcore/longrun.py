@@ -84,9 +84,11 @@ RUNS: dict[str, Run] = {
     "cnn": Run("cnn"),
     "cnn_pgd": Run("cnn_pgd"),
     # Part I (Goodfellow et al. 2015): the maxout networks' paper-scale recipe (the gpu profile's:
-    # SGD with momentum, max-norm, dropout, 200 epochs; see advcore.zoo._maxout) and softmax regression.
+    # SGD with momentum, max-norm, dropout, 200 epochs; see advcore.zoo._maxout), softmax regression
+    # and the sigmoid / ReLU networks of the hidden-layer experiment (Adam, 55,000 images).
     **{name: Run(name) for name in ("maxout", "maxout_fgsm", "maxout_seed1", "maxout_noise_sign", "maxout_noise",
-                                    "maxout_rotation", "maxout_scaledgrad", "softmax")},
+                                    "maxout_rotation", "maxout_scaledgrad", "softmax", "softmax_fgsm",
+                                    "sigmoid_mlp", "sigmoid_mlp_hidden", "relu_mlp", "relu_mlp_hidden")},
 }
 
 

@@ -142,3 +142,50 @@ def test_chapter_9_shows_cifar10_when_it_is_available(tmp_path, monkeypatch):
     offline_shown, offline_figures = _outputs(_run(path))
     assert "CIFAR-10 is not shown here" in offline_shown
     assert figures >= offline_figures + 2  # the CIFAR-10 loss curves and accuracies
+
+
+# --------------------------------------------------------------------------- committed long runs (results/runs/)
+
+
+def _finished_runs() -> list[str]:
+    from advcore import longrun
+
+    finished = []
+    for name in longrun.RUNS:
+        state = longrun.load_state(name)
+        if state is not None and state["epochs_done"] >= state["epochs_total"]:
+            finished.append(name)
+    return finished
+
+
+def test_every_committed_run_loads_verified() -> None:
+    """Each committed run's files match run.json's SHA-256 and its recipe is the code's (else LongRunError)."""
+    from advcore import longrun
+
+    committed = [name for name in longrun.RUNS if (longrun.run_dir(name) / "run.json").exists()]
+    assert committed, "results/runs/ holds no committed run"
+    for name in committed:
+        state = longrun.load_state(name)
+        model = longrun.load_weights(name)
+        assert not model.training and state["epochs_done"] >= 1
+
+
+@pytest.mark.parametrize("name", _finished_runs())
+def test_a_finished_run_reproduces_its_recorded_test_errors(name: str) -> None:
+    """Re-evaluated here, a finished run's committed weights give the errors recorded when it finished.
+
+    On all 10,000 test images, so the comparison has no sampling error: the recorded and the
+    re-measured rates may differ only by float rounding between machines (at most 2 images of
+    10,000). The attack is re-run when it is FGSM (seconds); a PGD monitor only when asked.
+    """
+    from advcore import longrun, zoo
+    from advcore.evaluate import evaluate
+
+    final = longrun.load_state(name)["final"]
+    model, test = longrun.load_weights(name), data.load_mnist("test")
+    assert final["test_examples"] == len(test)
+    assert abs(evaluate(model, test, progress=False).error_rate - final["clean_error"]) <= 2 / len(test)
+    rec = zoo.profile_recipe(longrun.RUNS[name].zoo_name, profile=longrun.RUNS[name].profile)
+    if rec.monitor["attack"] == "fgsm":
+        attacked = evaluate(model, test, attack=zoo.monitor_attack(rec.monitor), progress=False)
+        assert abs(attacked.error_rate - final["attack_error"]) <= 2 / len(test)
