@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from advcore import longrun
 
 __all__ = ["Recipe", "committed_run", "describe", "entry_dir", "get", "history", "model_key", "monitor_attack", "names",
-           "profile_recipe", "recipe", "train_all", "training_text"]
+           "profile_recipe", "recipe", "train_all", "trained_alike", "training_text"]
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +436,24 @@ def training_text(name: str, *, profile: Profile | str | None = None) -> str:
               else f"the `{prof.name}` profile's recipe")
     epochs = f"{rec.epochs} epoch" + ("s" if rec.epochs != 1 else "")
     return f"{images} training images for {epochs} with {optimizer} ({origin})"
+
+
+def trained_alike(*names: str, profile: Profile | str | None = None) -> bool:
+    """Whether the models :func:`get` returns for ``names`` had the same training budget.
+
+    Same data sizes, epochs, batch size, optimizer, learning-rate schedule and (committed or
+    not) origin; the objective, seed and architecture may differ. When a chapter compares
+    models that were not trained alike (e.g. one committed paper-scale run beside one short
+    profile run), their differences mix the objective with the budget, and it says so.
+    """
+    prof = _resolve_profile(profile)
+
+    def budget(name: str) -> tuple[Any, ...]:
+        rec = recipe(name, profile=prof)
+        return (rec.sizes.get("mnist_train"), rec.epochs, rec.batch_size, rec.optimizer, rec.lr,
+                tuple(rec.lr_milestones), committed_run(name, profile=prof) is not None)
+
+    return len({budget(name) for name in names}) <= 1
 
 
 # =========================================================================== building and training

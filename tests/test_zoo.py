@@ -286,7 +286,13 @@ def test_profiles_that_use_committed_runs_load_them_instead_of_training(committe
     assert "results/runs/softmax" in zoo.describe("softmax", profile=committed_softmax)
     assert zoo.model_key("softmax", profile=committed_softmax) == longrun.load_state("softmax")["key"]
     # the smoke profile keeps training its own tiny model
-    assert zoo.committed_run("softmax", profile=committed_softmax.replace(committed_runs=False)) is None
+    own = committed_softmax.replace(committed_runs=False)
+    assert zoo.committed_run("softmax", profile=own) is None
+    # a committed model and a profile-trained one are not trained alike; two profile-trained ones are
+    assert not zoo.trained_alike("softmax", "softmax_fgsm", profile=committed_softmax)
+    assert zoo.trained_alike("softmax", "softmax_fgsm", profile=own)
+    assert "the paper-scale run committed in `results/runs/softmax`" in zoo.training_text("softmax", profile=committed_softmax)
+    assert zoo.training_text("softmax", profile=own).startswith("300 MNIST training images for 1 epoch with Adam")
 
 
 def test_a_damaged_committed_run_is_not_used(committed_softmax, monkeypatch) -> None:
