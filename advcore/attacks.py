@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advcore import papers
+
 __all__ = [
     "LossFn",
     "PRECISIONS",
@@ -75,6 +77,7 @@ __all__ = [
     "linf_box",
     "margin_loss",
     "pgd",
+    "pgd_step_size",
     "preferred_memory_format",
     "project_linf",
     "random_start_noise",
@@ -129,6 +132,32 @@ def project_linf(delta: Tensor, eps: float) -> Tensor:
     if not isinstance(delta, Tensor) or not delta.is_floating_point():
         raise ValueError(f"delta must be a float tensor, got {_describe(delta)}.")
     return delta.clamp(-eps, eps)
+
+
+# --------------------------------------------------------------------------- step size
+
+
+def pgd_step_size(eps: float, steps: int) -> float:
+    """The PGD step size ``2.5 * eps / steps``: the one place this rule is computed.
+
+    With this step, ``steps`` signed-gradient steps travel ``2.5 * eps``: every run can
+    cross the eps-ball (diameter ``2 * eps``) and still turn around, however few steps the
+    budget allows. The rule is stated in the documentation of MadryLab's ``robustness``
+    library (Engstrom et al. 2019, README, "Pretrained models"; ``papers.number(
+    "robustness.step_size_factor")``), *not* in Madry et al. 2018, whose MNIST runs use
+    steps of 0.01 (40 steps in training, 100 in evaluation; ``mnist_challenge/config.json``)
+    and whose CIFAR-10 training uses 7 steps of 2/255 (Sec. 5).
+
+    Args:
+        eps: L-infinity budget, ``eps >= 0``.
+        steps: number of PGD iterations, ``>= 1``.
+
+    Returns:
+        ``2.5 * eps / steps`` (e.g. 0.25 for eps 0.3 and 3 steps).
+    """
+    eps = _check_number(eps, "eps", minimum=0.0)
+    steps = _check_int(steps, "steps", minimum=1)
+    return papers.number("robustness.step_size_factor").value * eps / steps
 
 
 # --------------------------------------------------------------------------- random starts
@@ -266,7 +295,7 @@ def pgd(
     generator: torch.Generator | None = None,
     start: Tensor | None = None,
     precision: Precision | None = None,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     """Projected gradient descent on the L-infinity ball (Madry et al. 2018, Sec. 2.1).
 
@@ -310,10 +339,12 @@ def pgd(
             ``None``/``"float32"`` exact, ``"bfloat16"`` faster where the hardware has it
             (a different but equally valid adversarial example; the projection and the
             clip stay exact).
-        on_step: ``on_step(t, losses)`` is called with the per-example losses ``(N,)`` of
-            iterate ``t = 0 .. steps - 1`` (before step ``t``), e.g. to trace the loss
-            curve of Madry et al.'s landscape figure; with ``restarts > 1``, once per restart
-            group with the losses of all its rows ``(g * N,)``.
+        on_step: ``on_step(t, losses, x_t)`` is called with the per-example losses ``(N,)``
+            and the iterate ``x_t = x + delta_t`` ``(N, ...)`` (detached; read it, do not
+            modify it) of iterate ``t = 0 .. steps - 1`` (before step ``t``; the returned
+            images are the iterate after the last step), e.g. to trace the loss curve of
+            Madry et al.'s landscape figure or the probabilities along a targeted attack;
+            with ``restarts > 1``, once per restart group with all its rows ``(g * N, ...)``.
 
     Speed: conv nets run channels-last (:func:`fast_memory_format`); several restarts run
     as one batch of up to :data:`RESTART_ROWS` rows (the same starts and results as one
@@ -362,7 +393,7 @@ def _attack(
     targeted: bool,
     loss_fn: LossFn | None,
     precision: str | None = None,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     """Run ``restarts`` PGD runs and keep, per example, the worst case for the model.
 
@@ -436,14 +467,14 @@ def _iterate(
     direction: float,
     loss_fn: LossFn | None,
     final_loss: bool = False,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
     check: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """The inner loop of PGD (the update rule of Madry et al. 2018, Sec. 2.1) on ``x_adv = x + delta``, shared by FGSM, PGD and the landscape.
 
     ``x_adv`` (our own tensor, updated in place) starts inside the box ``[lower, upper]``.
     Each step: ``x_adv += direction * step_size * sign(grad)``, then clip to the box.
-    ``on_step(t, losses)`` sees the per-example loss at iterate ``t`` (before step ``t``).
+    ``on_step(t, losses, x_adv)`` sees the per-example loss and the iterate ``t`` (before step ``t``).
     Must run inside :func:`attack_mode`. Returns the last iterate and, if ``final_loss``,
     its per-example loss ``(N,)`` (one extra forward pass). ``check`` validates the model's
     output at the first step (the loop's only host synchronization).
@@ -452,7 +483,7 @@ def _iterate(
         x_adv.requires_grad_(True)
         loss = _per_example_loss(model, x_adv, y, loss_fn, check=check and step == 0)
         if on_step is not None:
-            on_step(step, loss.detach())
+            on_step(step, loss.detach(), x_adv.detach())
         # Gradient w.r.t. the input only: parameters are never differentiated.
         (grad,) = torch.autograd.grad(loss.sum(), x_adv, allow_unused=True, materialize_grads=True)
         x_adv = x_adv.detach()

@@ -1161,7 +1161,7 @@ def _check_masking_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
     base = case.model.model
     with torch.no_grad():
         fooled = (case.model(out).argmax(1) != case.y).float().mean().item()
-    reference = attacks.pgd(base, case.x, case.y, eps=case.eps, step_size=2.5 * case.eps / 20, steps=20,
+    reference = attacks.pgd(base, case.x, case.y, eps=case.eps, step_size=attacks.pgd_step_size(case.eps, 20), steps=20,
                             generator=_generator(7))
     with torch.no_grad():
         achievable = (base(reference).argmax(1) != case.y).float().mean().item()

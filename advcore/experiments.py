@@ -47,9 +47,10 @@ from torch.utils.data import TensorDataset
 
 from advcore import data, models, zoo
 from advcore import train as training
-from advcore.attacks import fgsm, pgd
+from advcore.attacks import fgsm, pgd, pgd_step_size
 from advcore.evaluate import evaluate
 from advcore.landscape import distinct_maxima, pgd_landscape
+from advcore.papers import CIFAR_EPS, MADRY_EPS, MADRY_STEP
 from advcore.profiles import Profile, current_profile, default_device
 
 __all__ = [
@@ -63,8 +64,6 @@ __all__ = [
     "robust_training",
 ]
 
-MADRY_EPS = 0.3  # Madry et al., MNIST
-CIFAR_EPS = 8 / 255  # Madry et al., CIFAR-10
 CIFAR_EVAL_STEP = 2 / 255  # Madry et al.'s CIFAR-10 evaluation: PGD steps of 2/255
 FORMAT = 3  # bump when a change makes cached pieces invalid (2: every evaluation seeds its own PGD starts;
 # 3: pieces carry a checksum, their key and their compute time)
@@ -167,10 +166,11 @@ def _pgd_eval(eps: float, steps: int, restarts: int, step_size: float, device: t
 
 
 def _eval_step_size(eps: float, steps: int) -> float:
-    """Madry et al.'s MNIST step 0.01 when there are enough steps to cross the ball (>= 100 of them:
-    1.0 = 3.3 eps), else ``2.5 eps / steps`` (every budget can still cross it 2.5 times; the rule MadryLab's
-    robustness library states for its evaluations, not Madry et al. 2018)."""
-    return 0.01 if eps == MADRY_EPS and steps * 0.01 >= 2.5 * eps else 2.5 * eps / steps
+    """Madry et al.'s MNIST step 0.01 when its steps can cross the ball 2.5 times (>= 75 of them), else
+    the larger :func:`advcore.attacks.pgd_step_size` (``2.5 eps / steps``: every budget can still cross
+    it 2.5 times; the rule MadryLab's robustness library states, not Madry et al. 2018)."""
+    rule = pgd_step_size(eps, steps)
+    return max(MADRY_STEP, rule) if eps == MADRY_EPS else rule
 
 
 # =========================================================================== chapter 8: the landscape
@@ -187,7 +187,7 @@ def landscape_settings(profile: Profile | str | None = None) -> dict[str, Any]:
     steps = prof.landscape_steps
     return {
         "eps": MADRY_EPS,
-        "step_size": max(0.01, 2.5 * MADRY_EPS / steps),
+        "step_size": _eval_step_size(MADRY_EPS, steps),
         "steps": steps,
         "restarts": prof.landscape_restarts,
         "traced": min(prof.landscape_traced, prof.landscape_restarts),
@@ -342,7 +342,7 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
         attacks = {  # name -> maker of a fresh attack (None: clean), one per evaluation
             "natural": lambda: None,
             "FGSM": lambda: partial(fgsm, eps=eps),
-            "PGD-40 (step 0.01)": _pgd_eval(eps, 40, 1, 0.01, device),
+            "PGD-40 (step 0.01)": _pgd_eval(eps, 40, 1, MADRY_STEP, device),
             f"PGD-{eval_steps}, {eval_restarts} restart{'s' if eval_restarts > 1 else ''} "
             f"(step {_eval_step_size(eps, eval_steps):.3g})":
                 _pgd_eval(eps, eval_steps, eval_restarts, _eval_step_size(eps, eval_steps), device),
@@ -352,7 +352,7 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
             "standard": training.StandardObjective(),
             f"PGD-{prof.pgd_train_steps} (this profile's training)": training.PGDObjective(
                 eps=eps, step_size=prof.pgd_train_step_size, steps=prof.pgd_train_steps),
-            "PGD-40 (Madry et al.'s training)": training.PGDObjective(eps=eps, step_size=0.01, steps=40),
+            "PGD-40 (Madry et al.'s training)": training.PGDObjective(eps=eps, step_size=MADRY_STEP, steps=40),
         }
     else:
         eps, test_set = CIFAR_EPS, data.load_cifar10("test", limit=prof.cifar_test)

@@ -180,7 +180,7 @@ def pgd_landscape(
             x_adv = x_adv.contiguous(memory_format=memory_format)
             trace = torch.empty(steps + 1, end - begin, device=x.device)
 
-            def record(step: int, losses: Tensor) -> None:
+            def record(step: int, losses: Tensor, _iterate: Tensor) -> None:
                 trace[step] = losses
                 bar.update(end - begin)
 

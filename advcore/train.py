@@ -530,7 +530,7 @@ class FastFGSMObjective(Objective):
 
     def monitor(self) -> MonitorAttack:
         # PGD, not the training attack: catastrophic overfitting is invisible to FGSM.
-        return PGDAttack(self.eps, 2.5 * self.eps / 10, 10)
+        return PGDAttack(self.eps, attacks.pgd_step_size(self.eps, 10), 10)
 
 
 def _check_warmup(warmup: object) -> None:

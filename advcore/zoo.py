@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from advcore import data, models, storage
+from advcore.papers import ALPHA, CIFAR_EPS, MADRY_EPS, MNIST_EPS  # the papers' settings, one home
 from advcore import train as training
 from advcore.profiles import Profile, current_profile, default_device
 
@@ -59,10 +60,6 @@ log = logging.getLogger(__name__)
 
 ZOO_FORMAT = 2  # bump when the cache layout, a model's parameter layout or the training code changes
 
-MNIST_EPS = 0.25  # Goodfellow et al.: FGSM eps on MNIST
-MADRY_EPS = 0.3  # Madry et al.: MNIST eps
-CIFAR_EPS = 8 / 255  # Madry et al.: CIFAR-10 eps
-ALPHA = 0.5  # the lecture: J~ = alpha J(x) + (1 - alpha) J(x_adv), alpha = 0.5
 ROTATION_DEGREES = 15.0  # the "small rotations" control: angle of the rotation towards the gradient
 HIDDEN_EPS = 0.1  # FGSM size on hidden activations (sigmoid units live in [0, 1])
 
