@@ -411,14 +411,6 @@ def _grad_warning(out: Tensor, name: str) -> list[_Finding]:
                   "backpropagate into the attack and memory is freed.")]
 
 
-def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """``grad_x`` of the summed cross-entropy; leaves the parameters' ``.grad`` alone."""
-    with torch.enable_grad():
-        x = x.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
-    return grad
-
-
 def _loss(model: nn.Module, x: Tensor, y: Tensor) -> float:
     with torch.no_grad():
         return F.cross_entropy(model(x), y).item()
@@ -488,7 +480,7 @@ def _check_fgsm_case(fn: Callable[..., Any], case: _Case, *, targeted: bool) -> 
     findings += _grad_warning(out, "x_adv")
     out = out.detach().to("cpu", torch.float32)
     ref = attacks.fgsm(case.model, case.x, case.y, eps=case.eps, targeted=targeted)
-    grad = _input_grad(case.model, case.x, case.y)
+    grad = attacks.input_gradient(case.model, case.x, case.y)
     if _matches(out, ref, grad):
         return findings
     return findings + _diagnose_fgsm(case, out, ref, grad, targeted)
@@ -789,7 +781,7 @@ def _check_pgd_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
     out = out.detach().to("cpu", torch.float32)
     ref = attacks.pgd(case.model, case.x, case.y, eps=case.eps, step_size=case.step_size, steps=1,
                       targeted=True, start=case.delta) - case.x
-    grad = _input_grad(case.model, case.x + case.delta, case.y)
+    grad = attacks.input_gradient(case.model, case.x + case.delta, case.y)
     if _matches(out, ref, grad):
         return findings
     return findings + _diagnose_pgd(case, out, ref, grad)
@@ -808,7 +800,7 @@ def _diagnose_pgd(case: _Case, out: Tensor, ref: Tensor, grad: Tensor) -> list[_
         return findings + [_pgd_message("sign", step, case, out)]
     if _matches(out, _box(x, case.delta - eps * sign, eps), grad):
         return findings + [_pgd_message("size", eps, case, out)]
-    at_x = _box(x, case.delta - step * _input_grad(case.model, x, case.y).sign(), eps)
+    at_x = _box(x, case.delta - step * attacks.input_gradient(case.model, x, case.y).sign(), eps)
     if _matches(out, at_x):
         return findings + [_fail("grad_at_x", "You took the gradient at x, not at x + delta: compute "
                                  "the loss of `model(x + delta)` with delta requiring grad.")]
@@ -959,14 +951,14 @@ def _close_value(value: float, expected: float) -> bool:
 def _mix_parts(case: _Case) -> dict[str, float]:
     """The right loss and the values of typical wrong ones, for the diagnosis."""
     model, x, y, eps, a = case.model, case.x, case.y, case.eps, case.alpha
-    sign = _input_grad(model, x, y).sign()
+    sign = attacks.input_gradient(model, x, y).sign()
 
     def loss(images: Tensor, reduction: str = "mean") -> float:
         with torch.no_grad():
             return F.cross_entropy(model(images), y, reduction=reduction).item()
 
     clean, adv = loss(x), loss(attacks.fgsm(model, x, y, eps=eps))
-    grad = _input_grad(model, x, y) / x.shape[0]  # the gradient of the mean loss
+    grad = attacks.input_gradient(model, x, y) / x.shape[0]  # the gradient of the mean loss
     return {
         "right": a * clean + (1 - a) * adv,
         "clean": clean, "adv": adv, "alpha": a, "eps": eps,
@@ -1167,7 +1159,7 @@ def _check_masking_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
         achievable = (base(reference).argmax(1) != case.y).float().mean().item()
     if fooled >= 0.5 * achievable:
         return findings
-    gradient = _input_grad(case.model, case.x, case.y).abs().max().item()
+    gradient = attacks.input_gradient(case.model, case.x, case.y).abs().max().item()
     return findings + [_fail("masked", f"Your attack fools {fooled:.0%} of the examples on {case.description}, "
                              f"but the defended model is as fragile as the network inside it, where PGD "
                              f"fools {achievable:.0%}. The cross-entropy's input gradient here is at most "

@@ -57,7 +57,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
-from advcore import attacks
+from advcore import attacks, checks
+from advcore.attacks import input_gradient, rotate  # noqa: F401 -- their home is attacks; notebook 04 imports them from here
 from advcore.storage import atomic_write_bytes
 
 if TYPE_CHECKING:  # pandas is imported lazily: only the frames need it
@@ -183,13 +184,13 @@ class StandardObjective(Objective):
 
 
 def _check_alpha(alpha: float) -> None:
-    if attacks._check_number(alpha, "alpha", minimum=0.0) > 1.0:
+    if checks.check_number(alpha, "alpha", minimum=0.0) > 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
 
 
 def _check_eps(eps: float, name: str = "eps") -> None:
     """A finite ``eps >= 0``; ``eps > 1`` warns (probably meant on the 0..255 scale)."""
-    attacks._check_number(eps, name, minimum=0.0)
+    checks.check_number(eps, name, minimum=0.0)
 
 
 class _MixObjective(Objective):
@@ -262,20 +263,10 @@ class NoiseObjective(_MixObjective):
         return FGSMAttack(self.eps)
 
 
-def rotate(x: Tensor, degrees: Tensor) -> Tensor:
-    """Rotate each image of ``x`` (N, C, H, W) about its centre by ``degrees[i]`` (bilinear, zero fill)."""
-    radians = degrees.to(x) * (math.pi / 180.0)
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    zeros = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0.0, 1.0)
-
-
 def differentiable_input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """``grad_x J(model(x), y)`` (summed cross-entropy) as a function of the parameters.
 
-    Unlike :func:`input_gradient` the result keeps its graph (``create_graph=True``), so a
+    Unlike :func:`advcore.attacks.input_gradient` the result keeps its graph (``create_graph=True``), so a
     loss computed from it can be differentiated with respect to the parameters (double
     backpropagation). The model is in eval mode for this forward pass (dropout off), as in
     every attack; its mode is restored afterwards. Shape: ``x.shape``.
@@ -332,7 +323,7 @@ class RotationObjective(_MixObjective):
 
     def __post_init__(self) -> None:
         _check_alpha(self.alpha)
-        if attacks._check_number(self.degrees, "degrees", minimum=0.0) > 90:
+        if checks.check_number(self.degrees, "degrees", minimum=0.0) > 90:
             raise ValueError(f"degrees must be in [0, 90] (a small angle), got {self.degrees}.")
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
@@ -340,15 +331,6 @@ class RotationObjective(_MixObjective):
 
     def monitor(self) -> MonitorAttack:
         return FGSMAttack(self.monitor_eps)
-
-
-def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """``grad_x J(model(x), y)`` (summed cross-entropy), model in eval mode, parameters untouched."""
-    with attacks.attack_mode(model):
-        x = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad
 
 
 def scaled_gradient_step(x: Tensor, grad: Tensor, eps: float) -> Tensor:
@@ -446,8 +428,8 @@ class PGDObjective(Objective):
     def __post_init__(self) -> None:
         _check_eps(self.eps)
         _check_alpha(self.alpha)
-        attacks._check_int(self.steps, "steps", minimum=1)
-        attacks._check_number(self.step_size, "step_size", minimum=0.0, strict=True)
+        checks.check_int(self.steps, "steps", minimum=1)
+        checks.check_number(self.step_size, "step_size", minimum=0.0, strict=True)
         _check_warmup(self.warmup)
 
     def at(self, progress: float) -> "PGDObjective":
@@ -508,7 +490,7 @@ class FastFGSMObjective(Objective):
 
     def __post_init__(self) -> None:
         _check_eps(self.eps)
-        attacks._check_number(self.step_size, "step_size", minimum=0.0, strict=True)
+        checks.check_number(self.step_size, "step_size", minimum=0.0, strict=True)
         _check_warmup(self.warmup)
 
     def at(self, progress: float) -> "FastFGSMObjective":
@@ -534,7 +516,7 @@ class FastFGSMObjective(Objective):
 
 
 def _check_warmup(warmup: object) -> None:
-    if attacks._check_number(warmup, "warmup", minimum=0.0) >= 1.0:
+    if checks.check_number(warmup, "warmup", minimum=0.0) >= 1.0:
         raise ValueError(f"warmup is a fraction of training in [0, 1), got {warmup}.")
 
 
@@ -777,7 +759,7 @@ def _restoring_modes(model: nn.Module) -> Iterator[list[bool]]:
 
 def _check_arguments(**values: Any) -> None:
     """The numeric options of :func:`train`, each with a message that names it."""
-    check_int, check_number = attacks._check_int, attacks._check_number
+    check_int, check_number = checks.check_int, checks.check_number
     check_int(values["epochs"], "epochs", minimum=0)
     check_int(values["batch_size"], "batch_size", minimum=1)
     check_int(values["eval_batch_size"], "eval_batch_size", minimum=1)
@@ -804,7 +786,7 @@ def _check_model_on_data(model: nn.Module, x: Tensor, y: Tensor, largest_label: 
     # the attacks check theirs (shape, number of classes, NaN, probabilities instead of logits).
     labels = y[:2].clone()
     labels[0] = largest_label
-    attacks._check_logits(logits, labels, grad_needed=False)
+    checks.check_logits(logits, labels, grad_needed=False)
 
 
 #: A training loss this many times its value over the first steps counts as diverging.
@@ -829,7 +811,7 @@ def _warn_if_diverging(history: "History") -> bool:
                 f"{DIVERGENCE_FACTOR:g} times its {start:.3g} at the start")
     else:
         return False
-    attacks._warn(f"The training loss {what}. Lower the learning rate (e.g. lr / 10), check that the "
+    checks.warn(f"The training loss {what}. Lower the learning rate (e.g. lr / 10), check that the "
                   "inputs are images in [0, 1] and the labels class indices, then train again from a "
                   "fresh model.")
     return True
@@ -853,8 +835,8 @@ def _evaluate(
     model: nn.Module, x: Tensor, y: Tensor, *, attack: MonitorAttack | None, batch_size: int,
     generator: torch.Generator, device: torch.device, precision: str | None = None,
 ) -> tuple[float, float, float, float]:
-    """Clean and adversarial (mean loss, accuracy) of ``model`` on ``(x, y)``; one host sync."""
-    with attacks.autocast(precision, device):
+    """Clean and adversarial (mean loss, accuracy) of ``model`` on ``(x, y)``, in eval mode; one host sync."""
+    with attacks.autocast(precision, device), attacks.eval_mode(model):
         return _evaluate_sums(model, x, y, attack=attack, batch_size=batch_size, generator=generator,
                               device=device)
 
@@ -863,7 +845,6 @@ def _evaluate_sums(
     model: nn.Module, x: Tensor, y: Tensor, *, attack: MonitorAttack | None, batch_size: int,
     generator: torch.Generator, device: torch.device,
 ) -> tuple[float, float, float, float]:
-    model.eval()
     sums = torch.zeros(4, device=device, dtype=torch.float64)
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device, non_blocking=True)
@@ -975,7 +956,7 @@ def train(
     if isinstance(objective, str):
         objective = make_objective(objective)
     if until_epoch is not None:
-        attacks._check_int(until_epoch, "until_epoch", minimum=1)
+        checks.check_int(until_epoch, "until_epoch", minimum=1)
     _check_arguments(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, lr=lr,
                      momentum=momentum, weight_decay=weight_decay, lr_gamma=lr_gamma, lr_milestones=lr_milestones,
                      patience=patience, eval_train_examples=eval_train_examples)
@@ -990,9 +971,9 @@ def train(
         raise ValueError("train_set is empty.")
     x_val, y_val = _dataset_tensors(val_set) if val_set is not None else (None, None)
     # The conventions of the attacks: images in [0, 1] (not normalized, no NaN), labels (N,) of class indices.
-    y_train = attacks._check_labels(y_train, attacks._check_images(x_train))
+    y_train = checks.check_labels(y_train, checks.check_images(x_train))
     if x_val is not None:
-        y_val = attacks._check_labels(y_val, attacks._check_images(x_val))
+        y_val = checks.check_labels(y_val, checks.check_images(x_val))
     n_eval = len(x_train) if eval_train_examples is None else min(eval_train_examples, len(x_train))
 
     config: dict[str, Any] = {

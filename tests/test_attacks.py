@@ -22,6 +22,7 @@ from advcore.attacks import (
     eval_mode,
     fgsm,
     gradient_sign,
+    input_gradient as library_input_gradient,
     pgd,
     pgd_step_size,
     project_linf,
@@ -505,3 +506,24 @@ def test_the_step_size_rule_is_computed_in_one_place() -> None:
         places += [f"{name}:{a.start[0]}" for a, b in zip(tokens, tokens[1:])
                    if a.type == tokenize.NUMBER and a.string in ("2.5", "2.50") and b.string == "*"]
     assert places == [], f"2.5 * eps / steps computed outside advcore.attacks.pgd_step_size: {places}"
+
+
+# --------------------------------------------------------------------------- the input gradient
+
+
+def test_input_gradient_is_each_examples_own_gradient_and_leaves_the_model_alone() -> None:
+    model, (x, y) = cnn(), batch(6)
+    model.train()
+    expected = input_gradient(cnn(), x, y)  # the plain autograd reference above, eval mode
+    model.train()
+    grad = library_input_gradient(model, x, y)
+    torch.testing.assert_close(grad, expected)
+    assert model.training and all(p.grad is None and p.requires_grad for p in model.parameters())
+    # Row i is example i's own gradient, whatever else is in the batch (eval mode: no batch statistics).
+    torch.testing.assert_close(library_input_gradient(model, x[2:3], y[2:3]), grad[2:3])
+    torch.testing.assert_close(gradient_sign(model, x, y), grad.sign())
+    # A loss_fn of the caller's: the margin loss's gradient, not the cross-entropy's.
+    from advcore.attacks import margin_loss
+    assert not torch.allclose(library_input_gradient(model, x, y, loss_fn=margin_loss), grad)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        library_input_gradient(model, x * 255, y)

@@ -301,15 +301,15 @@ def test_control_perturbations(small_train) -> None:
     generator = torch.Generator().manual_seed(0)
     # Scaled gradient: the same L-inf size as FGSM, along the gradient rather than its sign.
     x_sg = ScaledGradientObjective(eps=0.25).perturb(model, x, y, generator)
-    grad = train.input_gradient(model, x, y)
+    grad = attacks.input_gradient(model, x, y)
     step = x_sg - x
     assert step.abs().max() <= 0.25 + 1e-6
     inside = (x_sg > 0) & (x_sg < 1)
     assert torch.all(step[inside] * grad[inside] > 0)  # moves up the loss
     assert step[inside].abs().unique().numel() > 10  # not a sign step: many different sizes
     # Rotation: 0 degrees is the identity, 90 degrees a quarter turn.
-    torch.testing.assert_close(train.rotate(x, torch.zeros(8)), x, atol=1e-5, rtol=0)
-    quarter = train.rotate(x, torch.full((8,), 90.0))
+    torch.testing.assert_close(attacks.rotate(x, torch.zeros(8)), x, atol=1e-5, rtol=0)
+    quarter = attacks.rotate(x, torch.full((8,), 90.0))
     assert min((quarter - torch.rot90(x, k, dims=(2, 3))).abs().max() for k in (1, -1)) < 1e-4
     rotated = RotationObjective(degrees=15).perturb(model, x, y, generator)
     assert rotated.shape == x.shape and 0 <= rotated.min() and rotated.max() <= 1
