@@ -30,8 +30,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import time
 import warnings
@@ -45,7 +43,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from advcore import data, models, zoo
+from advcore import data, models, storage, zoo
 from advcore import train as training
 from advcore.attacks import fgsm, pgd, pgd_step_size
 from advcore.evaluate import evaluate
@@ -93,12 +91,8 @@ class Experiment:
 # =========================================================================== shared helpers
 
 
-def _profile(profile: Profile | str | None) -> Profile:
-    return profile if isinstance(profile, Profile) else current_profile(profile)
-
-
 def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return storage.json_digest(payload)[:20]
 
 
 #: What :func:`_cached` did during the current :func:`cache_ledger` block.
@@ -183,7 +177,7 @@ def landscape_settings(profile: Profile | str | None = None) -> dict[str, Any]:
     restarts. With fewer steps (cpu, smoke) the step grows to ``2.5 eps / steps`` so that
     every restart can still travel across the ball.
     """
-    prof = _profile(profile)
+    prof = current_profile(profile)
     steps = prof.landscape_steps
     return {
         "eps": MADRY_EPS,
@@ -252,7 +246,7 @@ def landscape(profile: Profile | str | None = None, *, device: torch.device | st
         with ``cosine_bins``, ``median_mean_abs_distance (M, E)``, ``n_predicted_classes (M, E)``,
         and ``seconds`` per model.
     """
-    prof = _profile(profile)
+    prof = current_profile(profile)
     device = torch.device(device) if device is not None else default_device()
     settings = landscape_settings(prof)
     _, _, test_set = data.mnist_splits(prof)
@@ -427,7 +421,7 @@ def robust_training(profile: Profile | str | None = None, *, device: torch.devic
         ``mnist_plain_steps``, ``mnist_plain_loss``, ``mnist_robust_steps``,
         ``mnist_robust_loss``, ... (the same with ``cifar10_`` when available).
     """
-    prof = _profile(profile)
+    prof = current_profile(profile)
     device = torch.device(device) if device is not None else default_device()
     result: dict[str, Any] = {}
     for dataset in ("mnist", "cifar10"):

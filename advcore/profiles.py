@@ -208,12 +208,15 @@ def default_profile_name() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def current_profile(name: str | None = None) -> Profile:
-    """The profile named ``name``, else ``$ADVCORE_PROFILE``, else the default.
+def current_profile(name: Profile | str | None = None) -> Profile:
+    """The profile named ``name``, else ``$ADVCORE_PROFILE``, else the default; a :class:`Profile`
+    passed in is returned as it is (so every ``profile=`` option of advcore resolves here).
 
     Raises:
         ValueError: the name is not one of ``smoke``, ``cpu``, ``gpu``.
     """
+    if isinstance(name, Profile):
+        return name
     chosen = name or os.environ.get(PROFILE_ENV, "").strip() or default_profile_name()
     chosen = chosen.lower()
     if chosen not in PROFILES:

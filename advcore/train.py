@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
-from advcore import attacks, checks
+from advcore import attacks, checks, storage
 from advcore.attacks import input_gradient, rotate  # noqa: F401 -- their home is attacks; notebook 04 imports them from here
 from advcore.storage import atomic_write_bytes
 
@@ -728,7 +728,7 @@ def model_structure(model: nn.Module) -> dict[str, Any]:
 
 
 def _structure_digest(model: nn.Module) -> str:
-    return hashlib.sha256(json.dumps(model_structure(model), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return storage.json_digest(model_structure(model))[:16]
 
 
 def _training_modes(model: nn.Module) -> list[bool]:
@@ -1002,7 +1002,7 @@ def train(
         config["precision"] = attacks.check_precision(precision)
         if precision == "float16" and device.type != "cuda":
             raise ValueError("precision='float16' needs CUDA; on the CPU use 'bfloat16' or None (float32).")
-    config_key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    config_key = storage.json_digest(config)
 
     model.to(device)
     x_train, y_train = x_train.to(device), y_train.to(device)

@@ -54,7 +54,7 @@ from advcore.papers import ALPHA, CIFAR_EPS, MADRY_EPS, MNIST_EPS  # the papers'
 from advcore import train as training
 from advcore.profiles import Profile, current_profile, default_device
 
-__all__ = ["Recipe", "describe", "entry_dir", "get", "history", "names", "recipe", "train_all"]
+__all__ = ["ARCHITECTURES", "Architecture", "Recipe", "describe", "entry_dir", "get", "history", "names", "recipe", "train_all"]
 
 log = logging.getLogger(__name__)
 
@@ -247,17 +247,13 @@ def names() -> list[str]:
     return list(_recipes(current_profile("smoke")))
 
 
-def _resolve_profile(profile: Profile | str | None) -> Profile:
-    return profile if isinstance(profile, Profile) else current_profile(profile)
-
-
 def recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
     """The recipe of zoo entry ``name`` under ``profile`` (default: the current profile).
 
     Raises:
         KeyError: not a zoo name (the message lists them).
     """
-    table = _recipes(_resolve_profile(profile))
+    table = _recipes(current_profile(profile))
     if name not in table:
         import difflib
 
@@ -269,37 +265,22 @@ def recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
 
 def cache_key(name: str, *, profile: Profile | str | None = None) -> str:
     """The SHA-256 of the recipe (and of the victim's key for a surrogate) and the zoo format."""
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     rec = recipe(name, profile=prof)
     payload = {"format": ZOO_FORMAT, "profile": prof.name, "recipe": rec.to_dict()}
     if rec.victim is not None:
         payload["victim"] = cache_key(rec.victim, profile=prof)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return storage.json_digest(payload)
 
 
 def entry_dir(name: str, *, profile: Profile | str | None = None) -> Path:
     """``cache_dir() / "zoo" / <profile> / <name>``: where the entry is cached."""
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     recipe(name, profile=prof)  # validates the name
     return data.cache_dir() / "zoo" / prof.name / name
 
 
 # =========================================================================== descriptions
-
-
-def _architecture_text(rec: Recipe) -> str:
-    opts = rec.architecture_options
-    if rec.architecture == "softmax":
-        return "softmax regression"
-    if rec.architecture == "maxout":
-        return f"maxout MLP {opts['layers']}x{opts['hidden']} units ({opts['pieces']} pieces, dropout)"
-    if rec.architecture == "mlp":
-        return f"{opts['activation']} MLP {'x'.join(map(str, opts['hidden']))}"
-    if rec.architecture == "cnn":
-        return "Madry CNN (conv32-conv64-fc1024)"
-    if rec.architecture == "resnet":
-        return f"pre-activation ResNet-18 (width {opts['width']})"
-    return rec.architecture
 
 
 def _objective_text(rec: Recipe) -> str:
@@ -322,7 +303,7 @@ def _objective_text(rec: Recipe) -> str:
 
 def describe(name: str, *, profile: Profile | str | None = None) -> str:
     """One line: architecture, objective, eps, epochs and data size of zoo entry ``name``."""
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     rec = recipe(name, profile=prof)
     if rec.data == "cifar10":
         data_text = f"{prof.cifar_train:,} CIFAR-10 training images"
@@ -332,28 +313,43 @@ def describe(name: str, *, profile: Profile | str | None = None) -> str:
         data_text = f"{prof.mnist_train:,} MNIST training images"
     stopping = ", early stopping on adversarial validation error" if rec.early_stopping else ""
     seed = f", seed {rec.seed}" if rec.seed else ""
-    return (f"{name}: {_architecture_text(rec)}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}, "
+    architecture = ARCHITECTURES[rec.architecture].describe(rec.architecture_options)
+    return (f"{name}: {architecture}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}, "
             f"{rec.epochs} epochs of batch {rec.batch_size}{stopping}; {data_text}{seed} [{prof.name} profile]")
 
 
 # =========================================================================== building and training
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture the zoo can build: ``build(options) -> nn.Module`` and ``describe(options) -> str``."""
+
+    build: Callable[[dict[str, Any]], nn.Module]
+    describe: Callable[[dict[str, Any]], str]
+
+
+#: The zoo's architectures by a recipe's ``architecture`` name: how to build one and how to name it.
+ARCHITECTURES: dict[str, Architecture] = {
+    "softmax": Architecture(lambda opts: models.SoftmaxRegression(), lambda opts: "softmax regression"),
+    "maxout": Architecture(
+        lambda opts: models.MaxoutMLP(opts["hidden"], pieces=opts["pieces"], layers=opts["layers"],
+                                      input_dropout=opts["input_dropout"], dropout=opts["dropout"]),
+        lambda opts: f"maxout MLP {opts['layers']}x{opts['hidden']} units ({opts['pieces']} pieces, dropout)"),
+    "mlp": Architecture(
+        lambda opts: models.HiddenPerturbMLP(tuple(opts["hidden"]), activation=opts["activation"]),
+        lambda opts: f"{opts['activation']} MLP {'x'.join(map(str, opts['hidden']))}"),
+    "cnn": Architecture(lambda opts: models.MadryCNN(), lambda opts: "Madry CNN (conv32-conv64-fc1024)"),
+    "resnet": Architecture(lambda opts: models.PreActResNet18(width=opts["width"]),
+                           lambda opts: f"pre-activation ResNet-18 (width {opts['width']})"),
+}
+
+
 def build_model(rec: Recipe) -> nn.Module:
     """An untrained model of the recipe's architecture (deterministic given the global seed)."""
-    opts = rec.architecture_options
-    if rec.architecture == "softmax":
-        return models.SoftmaxRegression()
-    if rec.architecture == "maxout":
-        return models.MaxoutMLP(opts["hidden"], pieces=opts["pieces"], layers=opts["layers"],
-                                input_dropout=opts["input_dropout"], dropout=opts["dropout"])
-    if rec.architecture == "mlp":
-        return models.HiddenPerturbMLP(tuple(opts["hidden"]), activation=opts["activation"])
-    if rec.architecture == "cnn":
-        return models.MadryCNN()
-    if rec.architecture == "resnet":
-        return models.PreActResNet18(width=opts["width"])
-    raise ValueError(f"Unknown architecture {rec.architecture!r}.")
+    if rec.architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {rec.architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    return ARCHITECTURES[rec.architecture].build(rec.architecture_options)
 
 
 def _monitor(spec: dict[str, Any]) -> training.MonitorAttack:
@@ -525,7 +521,7 @@ def ensure(name: str, *, profile: Profile | str | None = None) -> Path:
         KeyError: not a zoo name.
         advcore.data.DataUnavailableError: the entry's data (CIFAR-10) is unavailable.
     """
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     key = cache_key(name, profile=prof)
     folder = entry_dir(name, profile=prof)
     status, reason = _check_entry(folder, key)
@@ -558,7 +554,7 @@ def get(name: str, *, profile: Profile | str | None = None, device: str | torch.
         KeyError: not a zoo name.
         advcore.data.DataUnavailableError: the entry needs CIFAR-10, which is unavailable.
     """
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     folder = ensure(name, profile=prof)
     model = build_model(recipe(name, profile=prof))
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
@@ -581,7 +577,7 @@ def manifest(name: str, *, profile: Profile | str | None = None) -> dict[str, An
 def train_all(names_: list[str] | None = None, *, profile: Profile | str | None = None,
               skip_unavailable: bool = True) -> dict[str, float]:
     """Make sure every named entry (default: all) is trained; return seconds spent per entry."""
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     spent: dict[str, float] = {}
     for name in names_ or names():
         started, cpu_started = time.perf_counter(), time.process_time()
