@@ -59,6 +59,7 @@ from advcore.checks import (
     check_labels,
     check_logits,
     check_number,
+    check_pgd_inputs,
     describe,
 )
 
@@ -303,11 +304,7 @@ def gradient_sign(
 ) -> Tensor:
     """``sign(grad_x loss(model(x), y))``: the middle image of the panda figure (Goodfellow et al. 2015, Fig. 1).
 
-    Args:
-        model: maps images in [0, 1] to logits ``(N, num_classes)``.
-        x: float images ``(N, C, H, W)`` in [0, 1].
-        y: class indices ``(N,)``.
-        loss_fn: per-example loss ``(logits, y) -> (N,)``; default cross-entropy.
+    Arguments as :func:`input_gradient`.
 
     Returns:
         A tensor of ``x``'s shape with values in ``{-1, 0, 1}``; ``fgsm(model, x, y, eps=e)``
@@ -408,12 +405,8 @@ def pgd(
         Adversarial images, same shape/dtype/device (and memory layout) as ``x``, in [0, 1],
         ``|x_adv - x| <= eps`` (up to float rounding of ``x + delta``).
     """
-    x = check_images(x)
-    y = check_labels(y, x)
-    eps = check_number(eps, "eps", minimum=0.0)
-    step_size = check_number(step_size, "step_size", minimum=0.0, strict=True)
-    steps = check_int(steps, "steps", minimum=1)
-    restarts = check_int(restarts, "restarts", minimum=1)
+    x, y, eps, step_size, steps, restarts = check_pgd_inputs(x, y, eps=eps, step_size=step_size, steps=steps,
+                                                             restarts=restarts)
     starts = _check_start(start, x, eps, restarts)
     if starts is None and restarts > 1 and not random_start:
         raise ValueError(

@@ -23,8 +23,8 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["check_images", "check_int", "check_labels", "check_logits", "check_number", "describe", "warn",
-           "warn_if_probabilities"]
+__all__ = ["check_images", "check_int", "check_labels", "check_logits", "check_number", "check_pgd_inputs",
+           "describe", "warn", "warn_if_probabilities"]
 
 _SHORT_REPR = reprlib.Repr()
 _SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxtuple, _SHORT_REPR.maxdict = 2, 4, 4, 4
@@ -166,3 +166,13 @@ def warn_if_probabilities(logits: Tensor) -> None:
             "logits: the loss and the confidences computed from them are wrong (softmax is applied "
             "twice). Remove the final softmax from the model; advcore applies it where needed."
         )
+
+
+def check_pgd_inputs(x: object, y: object, *, eps: object, step_size: object, steps: object,
+                     restarts: object) -> tuple[Tensor, Tensor, float, float, int, int]:
+    """The inputs of a PGD run (:func:`advcore.attacks.pgd`, :func:`advcore.landscape.pgd_landscape`),
+    checked and converted: ``(x, y, eps, step_size, steps, restarts)``."""
+    x = check_images(x)
+    return (x, check_labels(y, x), check_number(eps, "eps", minimum=0.0),
+            check_number(step_size, "step_size", minimum=0.0, strict=True),
+            check_int(steps, "steps", minimum=1), check_int(restarts, "restarts", minimum=1))

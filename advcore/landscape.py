@@ -42,7 +42,7 @@ from advcore.attacks import (
     pgd_iterate,
     preferred_memory_format,
 )
-from advcore.checks import check_images, check_int, check_labels, check_number
+from advcore.checks import check_int, check_number, check_pgd_inputs
 
 __all__ = ["DistinctMaxima", "Landscape", "cluster_perturbations", "distinct_maxima", "pgd_landscape"]
 
@@ -143,12 +143,8 @@ def pgd_landscape(
     Returns:
         A :class:`Landscape` with CPU tensors.
     """
-    x = check_images(x)
-    y = check_labels(y, x)
-    eps = check_number(eps, "eps", minimum=0.0)
-    step_size = check_number(step_size, "step_size", minimum=0.0, strict=True)
-    steps = check_int(steps, "steps", minimum=1)
-    restarts = check_int(restarts, "restarts", minimum=1)
+    x, y, eps, step_size, steps, restarts = check_pgd_inputs(x, y, eps=eps, step_size=step_size, steps=steps,
+                                                             restarts=restarts)
     traced = min(check_int(traced, "traced", minimum=0), restarts)
     keep_deltas = min(check_int(keep_deltas, "keep_deltas", minimum=0), restarts)
     examples, total = x.shape[0], x.shape[0] * restarts

@@ -81,6 +81,7 @@ __all__ = [
     "StandardObjective",
     "StepOutput",
     "TrainConfig",
+    "alpha_mix",
     "load_checkpoint",
     "model_structure",
     "save_checkpoint",
@@ -194,6 +195,27 @@ def _check_eps(eps: float, name: str = "eps") -> None:
     checks.check_number(eps, name, minimum=0.0)
 
 
+def alpha_mix(clean_loss: Tensor, adv_loss: Tensor, alpha: float) -> Tensor:
+    """Goodfellow et al. 2015, Sec. 6: ``J~ = alpha J(x, y) + (1 - alpha) J(x_adv, y)`` (the paper: alpha = 0.5).
+
+    The one place the clean and the perturbed loss are mixed: the FGSM objective, its
+    controls (noise, rotation, scaled gradient, hidden layers) and PGD training with a clean
+    term (``alpha > 0``) all use it. Scalars in, a scalar out.
+    """
+    return alpha * clean_loss + (1.0 - alpha) * adv_loss
+
+
+def _mixed_step(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, alpha: float) -> StepOutput:
+    """The clean and the perturbed batch in one forward pass, their losses mixed by :func:`alpha_mix`."""
+    logits = model(torch.cat([x, x_adv]))
+    clean_logits, adv_logits = logits[: len(x)], logits[len(x):]
+    clean_loss = F.cross_entropy(clean_logits, y)
+    adv_loss = F.cross_entropy(adv_logits, y)
+    return StepOutput(loss=alpha_mix(clean_loss, adv_loss, alpha), clean_loss=clean_loss.detach(),
+                      clean_correct=_accuracy(clean_logits, y), adv_loss=adv_loss.detach(),
+                      adv_correct=_accuracy(adv_logits, y))
+
+
 class _MixObjective(Objective):
     """``alpha J(x, y) + (1 - alpha) J(perturb(x), y)``, both halves in one forward pass.
 
@@ -212,13 +234,7 @@ class _MixObjective(Objective):
         x_perturbed = self.perturb(model, x, y, generator)
         if not self.differentiable:
             x_perturbed = x_perturbed.detach()
-        logits = model(torch.cat([x, x_perturbed]))
-        clean_logits, adv_logits = logits[: len(x)], logits[len(x):]
-        clean_loss = F.cross_entropy(clean_logits, y)
-        adv_loss = F.cross_entropy(adv_logits, y)
-        loss = self.alpha * clean_loss + (1.0 - self.alpha) * adv_loss
-        return StepOutput(loss=loss, clean_loss=clean_loss.detach(), clean_correct=_accuracy(clean_logits, y),
-                          adv_loss=adv_loss.detach(), adv_correct=_accuracy(adv_logits, y))
+        return _mixed_step(model, x, x_perturbed, y, self.alpha)
 
 
 @dataclass(frozen=True)
@@ -397,7 +413,7 @@ class HiddenFGSMObjective(Objective):
         perturbations = [self.eps_hidden * g.sign() for g in grads]
         adv_logits, _ = model.forward_hidden(x, perturbations)
         adv_loss = F.cross_entropy(adv_logits, y)
-        loss = self.alpha * clean_loss + (1.0 - self.alpha) * adv_loss
+        loss = alpha_mix(clean_loss, adv_loss, self.alpha)
         return StepOutput(loss=loss, clean_loss=clean_loss.detach(), clean_correct=_accuracy(logits, y),
                           adv_loss=adv_loss.detach(), adv_correct=_accuracy(adv_logits, y))
 
@@ -447,19 +463,14 @@ class PGDObjective(Objective):
         x_adv = attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                             random_start=self.random_start, generator=generator)
         if self.alpha > 0:
-            logits = model(torch.cat([x, x_adv]))
-            clean_logits, adv_logits = logits[: len(x)], logits[len(x):]
+            return _mixed_step(model, x, x_adv, y, self.alpha)
+        adv_logits = model(x_adv)
+        adv_loss = loss = F.cross_entropy(adv_logits, y)
+        # The monitoring pass must not touch batch-norm statistics; every submodule's own
+        # mode comes back afterwards (a frozen layer stays frozen).
+        with torch.no_grad(), attacks.eval_mode(model):
+            clean_logits = model(x)
             clean_loss = F.cross_entropy(clean_logits, y)
-            adv_loss = F.cross_entropy(adv_logits, y)
-            loss = self.alpha * clean_loss + (1 - self.alpha) * adv_loss
-        else:
-            adv_logits = model(x_adv)
-            adv_loss = loss = F.cross_entropy(adv_logits, y)
-            # The monitoring pass must not touch batch-norm statistics; every submodule's own
-            # mode comes back afterwards (a frozen layer stays frozen).
-            with torch.no_grad(), attacks.eval_mode(model):
-                clean_logits = model(x)
-                clean_loss = F.cross_entropy(clean_logits, y)
         return StepOutput(loss=loss, clean_loss=clean_loss.detach(), clean_correct=_accuracy(clean_logits, y),
                           adv_loss=adv_loss.detach(), adv_correct=_accuracy(adv_logits, y))
 

@@ -398,20 +398,23 @@ def initial_model(rec: Recipe) -> nn.Module:
 
 
 def training_options(rec: Recipe, prof: Profile) -> tuple[TensorDataset, dict[str, Any]]:
-    """``(train_set, keyword arguments of advcore.train.train)`` that train the recipe's model.
+    """``(train_set, keyword arguments of advcore.train.train)`` that train the recipe's model:
+    the run's :class:`advcore.train.TrainConfig` (``config``), ``val_set`` and ``device``.
 
     The one place a recipe becomes a training call: the zoo and the long runs of
-    :mod:`advcore.longrun` both use it, so the same recipe trains the same way everywhere.
+    :mod:`advcore.longrun` both use it, so the same recipe trains the same way everywhere. (A
+    recipe keeps its own flat fields: their dict is the key of the committed long runs.)
     """
     train_set, val_set = _training_data(rec, prof)
-    return train_set, dict(
+    config = training.TrainConfig(
         objective=training.make_objective(rec.objective, **rec.objective_options),
-        val_set=val_set, epochs=rec.epochs, batch_size=rec.batch_size, optimizer=rec.optimizer,
+        epochs=rec.epochs, batch_size=rec.batch_size, optimizer=rec.optimizer,
         lr=rec.lr, weight_decay=rec.weight_decay, lr_milestones=rec.lr_milestones,
         monitor=_monitor(rec.monitor), eval_train_examples=max(prof.mnist_val // 2, 100),
         eval_batch_size=prof.eval_batch_size, early_stopping=rec.early_stopping, patience=rec.patience,
-        seed=rec.seed, device=default_device(),
+        seed=rec.seed,
     )
+    return train_set, dict(config=config, val_set=val_set, device=default_device())
 
 
 def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:

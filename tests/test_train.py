@@ -486,3 +486,15 @@ def test_probabilities_eps_on_the_255_scale_and_a_diverging_loss_warn(small_trai
         FGSMObjective(eps=8)
     with pytest.warns(UserWarning, match="Lower the learning rate"):
         quick(sequential(), small_train, epochs=3, lr=5.0, optimizer="sgd")
+
+
+def test_every_mixing_objective_mixes_with_alpha_mix(small_train) -> None:
+    """J~ = alpha J(x) + (1 - alpha) J(x_adv) (Goodfellow et al. 2015, Sec. 6), from the records of one step."""
+    x, y = (t[:16] for t in small_train.tensors)
+    torch.manual_seed(0)
+    model = SoftmaxRegression()
+    for objective in (FGSMObjective(eps=0.25, alpha=0.3), PGDObjective(eps=0.3, step_size=0.1, steps=2, alpha=0.3),
+                      NoiseObjective(eps=0.25, alpha=0.3)):
+        out = objective(model, x, y, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(out.loss.detach(), train.alpha_mix(out.clean_loss, out.adv_loss, 0.3))
+        torch.testing.assert_close(out.loss.detach(), 0.3 * out.clean_loss + 0.7 * out.adv_loss)
