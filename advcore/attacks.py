@@ -10,7 +10,7 @@ Every attack here is a function of ``(model, x, y)`` that returns adversarial im
 
 The result has the shape, dtype and device of ``x``, lies in [0, 1] and within
 ``eps`` of ``x`` in the L-infinity norm. FGSM and PGD share one iterative core,
-:func:`_iterate` (advertorch's design): FGSM *is* one PGD step of size ``eps`` from
+:func:`pgd_iterate` (advertorch's design): FGSM *is* one PGD step of size ``eps`` from
 ``delta = 0``.
 
 Conventions (the ones torchattacks, foolbox and ART users trip over):
@@ -42,10 +42,7 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
 import os
-import reprlib
-import sys
 import warnings
 import weakref
 from contextlib import contextmanager
@@ -54,6 +51,17 @@ from typing import Callable, Iterator, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from advcore import papers
+from advcore.checks import (
+    check_images,
+    check_int,
+    check_labels,
+    check_logits,
+    check_number,
+    check_pgd_inputs,
+    describe,
+)
 
 __all__ = [
     "LossFn",
@@ -72,12 +80,17 @@ __all__ = [
     "fast_memory_format",
     "fgsm",
     "gradient_sign",
+    "input_gradient",
     "linf_box",
+    "logits_and_loss",
     "margin_loss",
     "pgd",
+    "pgd_iterate",
+    "pgd_step_size",
     "preferred_memory_format",
     "project_linf",
     "random_start_noise",
+    "rotate",
     "uniform_noise",
 ]
 
@@ -125,10 +138,36 @@ def project_linf(delta: Tensor, eps: float) -> Tensor:
     Returns:
         A new tensor (``delta`` is not modified) with values in ``[-eps, eps]``.
     """
-    eps = _check_number(eps, "eps", minimum=0.0)
+    eps = check_number(eps, "eps", minimum=0.0)
     if not isinstance(delta, Tensor) or not delta.is_floating_point():
-        raise ValueError(f"delta must be a float tensor, got {_describe(delta)}.")
+        raise ValueError(f"delta must be a float tensor, got {describe(delta)}.")
     return delta.clamp(-eps, eps)
+
+
+# --------------------------------------------------------------------------- step size
+
+
+def pgd_step_size(eps: float, steps: int) -> float:
+    """The PGD step size ``2.5 * eps / steps``: the one place this rule is computed.
+
+    With this step, ``steps`` signed-gradient steps travel ``2.5 * eps``: every run can
+    cross the eps-ball (diameter ``2 * eps``) and still turn around, however few steps the
+    budget allows. The rule is stated in the documentation of MadryLab's ``robustness``
+    library (Engstrom et al. 2019, README, "Pretrained models"; ``papers.number(
+    "robustness.step_size_factor")``), *not* in Madry et al. 2018, whose MNIST runs use
+    steps of 0.01 (40 steps in training, 100 in evaluation; ``mnist_challenge/config.json``)
+    and whose CIFAR-10 training uses 7 steps of 2/255 (Sec. 5).
+
+    Args:
+        eps: L-infinity budget, ``eps >= 0``.
+        steps: number of PGD iterations, ``>= 1``.
+
+    Returns:
+        ``2.5 * eps / steps`` (e.g. 0.25 for eps 0.3 and 3 steps).
+    """
+    eps = check_number(eps, "eps", minimum=0.0)
+    steps = check_int(steps, "steps", minimum=1)
+    return papers.number("robustness.step_size_factor").value * eps / steps
 
 
 # --------------------------------------------------------------------------- random starts
@@ -147,8 +186,8 @@ def uniform_noise(x: Tensor, *, eps: float, generator: torch.Generator | None = 
         device as ``x``. The noise of example ``i`` depends on the batch it is drawn with
         (it is one draw of shape ``x.shape``), exactly as PGD's random start.
     """
-    x = _check_images(x)
-    eps = _check_number(eps, "eps", minimum=0.0)
+    x = check_images(x)
+    eps = check_number(eps, "eps", minimum=0.0)
     if eps == 0:
         return x.clone()
     return (x + _uniform_like(x, eps, generator)).clamp_(0.0, 1.0)
@@ -166,8 +205,8 @@ def sign_noise(x: Tensor, *, eps: float, generator: torch.Generator | None = Non
         ``clip(x + eps * s, 0, 1)`` with each ``s`` independently -1 or +1 with probability
         1/2: the same size and sign structure as FGSM's step, with a random direction.
     """
-    x = _check_images(x)
-    eps = _check_number(eps, "eps", minimum=0.0)
+    x = check_images(x)
+    eps = check_number(eps, "eps", minimum=0.0)
     if eps == 0:
         return x.clone()
     return (x + _uniform_like(x, 1.0, generator).sign_().mul_(eps)).clamp_(0.0, 1.0)
@@ -185,9 +224,9 @@ def random_start_noise(
     ``pgd(..., restarts=R, generator=g)``. Slice the result (``start[:, i:i + 1]``) to
     attack examples one by one with the starts they got in the batch.
     """
-    x = _check_images(x)
-    eps = _check_number(eps, "eps", minimum=0.0)
-    restarts = _check_int(restarts, "restarts", minimum=1)
+    x = check_images(x)
+    eps = check_number(eps, "eps", minimum=0.0)
+    restarts = check_int(restarts, "restarts", minimum=1)
     return torch.stack([_uniform_like(x, eps, generator) for _ in range(restarts)])
 
 
@@ -232,14 +271,47 @@ def fgsm(
         Adversarial images, same shape/dtype/device (and memory layout) as ``x``, in [0, 1],
         ``|x_adv - x| <= eps``. Pixels whose gradient is exactly zero do not move.
     """
-    x = _check_images(x)
-    y = _check_labels(y, x)
-    eps = _check_number(eps, "eps", minimum=0.0)
+    x = check_images(x)
+    y = check_labels(y, x)
+    eps = check_number(eps, "eps", minimum=0.0)
     if eps == 0:
         return x.clone()
     # One PGD step of size eps from delta = 0 is exactly FGSM.
     return _attack(model, x, y, eps=eps, step_size=eps, steps=1, starts=None, restarts=1,
                    targeted=targeted, loss_fn=loss_fn, precision=check_precision(precision))
+
+
+def input_gradient(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    *,
+    loss_fn: LossFn | None = None,
+) -> Tensor:
+    """``grad_x sum_i loss(model(x_i), y_i)``: the input gradient every attack here steps along.
+
+    The gradient of the *summed* per-example loss, so row ``i`` is example ``i``'s own gradient
+    ``grad_x J(theta, x_i, y_i)`` (Goodfellow et al. 2015, Sec. 3: the direction of FGSM's
+    ``sign(grad_x J)``), whatever the batch. As in every attack, the model runs in ``eval()``
+    and its parameters get no gradients (:func:`attack_mode`); the caller's tensors are not
+    modified and the result is detached.
+
+    Args:
+        model: maps images in [0, 1] to logits ``(N, num_classes)``.
+        x: float images ``(N, C, H, W)`` in [0, 1].
+        y: class indices ``(N,)``.
+        loss_fn: per-example loss ``(logits, y) -> (N,)``; default cross-entropy.
+
+    Returns:
+        A float tensor of ``x``'s shape; exactly zero where the loss does not depend on a pixel.
+    """
+    x = check_images(x)
+    y = check_labels(y, x)
+    with attack_mode(model):
+        x_in = x.clone().requires_grad_(True)
+        loss = _per_example_loss(model, x_in, y, loss_fn, check=True)
+        (grad,) = torch.autograd.grad(loss.sum(), x_in, allow_unused=True, materialize_grads=True)
+    return grad
 
 
 def gradient_sign(
@@ -251,23 +323,29 @@ def gradient_sign(
 ) -> Tensor:
     """``sign(grad_x loss(model(x), y))``: the middle image of the panda figure (Goodfellow et al. 2015, Fig. 1).
 
-    Args:
-        model: maps images in [0, 1] to logits ``(N, num_classes)``.
-        x: float images ``(N, C, H, W)`` in [0, 1].
-        y: class indices ``(N,)``.
-        loss_fn: per-example loss ``(logits, y) -> (N,)``; default cross-entropy.
+    Arguments as :func:`input_gradient`.
 
     Returns:
         A tensor of ``x``'s shape with values in ``{-1, 0, 1}``; ``fgsm(model, x, y, eps=e)``
         equals ``clip(x + e * gradient_sign(model, x, y), 0, 1)``.
     """
-    x = _check_images(x)
-    y = _check_labels(y, x)
-    with attack_mode(model):
-        x_in = x.clone().requires_grad_(True)
-        loss = _per_example_loss(model, x_in, y, loss_fn, check=True)
-        (grad,) = torch.autograd.grad(loss.sum(), x_in, allow_unused=True, materialize_grads=True)
-    return grad.sign()
+    return input_gradient(model, x, y, loss_fn=loss_fn).sign()
+
+
+def rotate(x: Tensor, degrees: Tensor) -> Tensor:
+    """Rotate each image of ``x`` about its centre by ``degrees[i]`` (bilinear, zero fill, clipped to [0, 1]).
+
+    The "small rotations" of Goodfellow et al. 2015 (Sec. 6's controls; chapter 10's
+    rotation threat model): a perturbation that is not in any L-infinity ball.
+
+    Shapes: ``x`` (N, C, H, W) in [0, 1], ``degrees`` (N,); returns ``x.shape``.
+    """
+    radians = degrees.to(x) * (math.pi / 180.0)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    zeros = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0.0, 1.0)
 
 
 def pgd(
@@ -285,7 +363,7 @@ def pgd(
     generator: torch.Generator | None = None,
     start: Tensor | None = None,
     precision: Precision | None = None,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     """Projected gradient descent on the L-infinity ball (Madry et al. 2018, Sec. 2.1).
 
@@ -329,10 +407,12 @@ def pgd(
             ``None``/``"float32"`` exact, ``"bfloat16"`` faster where the hardware has it
             (a different but equally valid adversarial example; the projection and the
             clip stay exact).
-        on_step: ``on_step(t, losses)`` is called with the per-example losses ``(N,)`` of
-            iterate ``t = 0 .. steps - 1`` (before step ``t``), e.g. to trace the loss
-            curve of Madry et al.'s landscape figure; with ``restarts > 1``, once per restart
-            group with the losses of all its rows ``(g * N,)``.
+        on_step: ``on_step(t, losses, x_t)`` is called with the per-example losses ``(N,)``
+            and the iterate ``x_t = x + delta_t`` ``(N, ...)`` (detached; read it, do not
+            modify it) of iterate ``t = 0 .. steps - 1`` (before step ``t``; the returned
+            images are the iterate after the last step), e.g. to trace the loss curve of
+            Madry et al.'s landscape figure or the probabilities along a targeted attack;
+            with ``restarts > 1``, once per restart group with all its rows ``(g * N, ...)``.
 
     Speed: conv nets run channels-last (:func:`fast_memory_format`); several restarts run
     as one batch of up to :data:`RESTART_ROWS` rows (the same starts and results as one
@@ -344,12 +424,8 @@ def pgd(
         Adversarial images, same shape/dtype/device (and memory layout) as ``x``, in [0, 1],
         ``|x_adv - x| <= eps`` (up to float rounding of ``x + delta``).
     """
-    x = _check_images(x)
-    y = _check_labels(y, x)
-    eps = _check_number(eps, "eps", minimum=0.0)
-    step_size = _check_number(step_size, "step_size", minimum=0.0, strict=True)
-    steps = _check_int(steps, "steps", minimum=1)
-    restarts = _check_int(restarts, "restarts", minimum=1)
+    x, y, eps, step_size, steps, restarts = check_pgd_inputs(x, y, eps=eps, step_size=step_size, steps=steps,
+                                                             restarts=restarts)
     starts = _check_start(start, x, eps, restarts)
     if starts is None and restarts > 1 and not random_start:
         raise ValueError(
@@ -381,7 +457,7 @@ def _attack(
     targeted: bool,
     loss_fn: LossFn | None,
     precision: str | None = None,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     """Run ``restarts`` PGD runs and keep, per example, the worst case for the model.
 
@@ -404,7 +480,7 @@ def _attack(
                 noise = torch.cat([next(start_iter) for _ in range(size)]).to(x_rows)
                 x_adv = torch.clamp(x_rows + noise, lower, upper)
             # The final loss is only needed to choose between restarts: skip that forward pass otherwise.
-            x_adv, loss = _iterate(forward, x_adv, y_rows, lower, upper, step_size=step_size, steps=steps,
+            x_adv, loss = pgd_iterate(forward, x_adv, y_rows, lower, upper, step_size=step_size, steps=steps,
                                    direction=direction, loss_fn=loss_fn, final_loss=restarts > 1,
                                    on_step=on_step, check=first == 0)
             if restarts == 1:
@@ -443,7 +519,7 @@ def _repeat_rows(x: Tensor, times: int) -> Tensor:
     return rows
 
 
-def _iterate(
+def pgd_iterate(
     model: Callable[[Tensor], Tensor],
     x_adv: Tensor,
     y: Tensor,
@@ -455,14 +531,14 @@ def _iterate(
     direction: float,
     loss_fn: LossFn | None,
     final_loss: bool = False,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
     check: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """The inner loop of PGD (the update rule of Madry et al. 2018, Sec. 2.1) on ``x_adv = x + delta``, shared by FGSM, PGD and the landscape.
 
     ``x_adv`` (our own tensor, updated in place) starts inside the box ``[lower, upper]``.
     Each step: ``x_adv += direction * step_size * sign(grad)``, then clip to the box.
-    ``on_step(t, losses)`` sees the per-example loss at iterate ``t`` (before step ``t``).
+    ``on_step(t, losses, x_adv)`` sees the per-example loss and the iterate ``t`` (before step ``t``).
     Must run inside :func:`attack_mode`. Returns the last iterate and, if ``final_loss``,
     its per-example loss ``(N,)`` (one extra forward pass). ``check`` validates the model's
     output at the first step (the loop's only host synchronization).
@@ -471,7 +547,7 @@ def _iterate(
         x_adv.requires_grad_(True)
         loss = _per_example_loss(model, x_adv, y, loss_fn, check=check and step == 0)
         if on_step is not None:
-            on_step(step, loss.detach())
+            on_step(step, loss.detach(), x_adv.detach())
         # Gradient w.r.t. the input only: parameters are never differentiated.
         (grad,) = torch.autograd.grad(loss.sum(), x_adv, allow_unused=True, materialize_grads=True)
         x_adv = x_adv.detach()
@@ -487,21 +563,21 @@ def _per_example_loss(
     model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, loss_fn: LossFn | None, *, check: bool
 ) -> Tensor:
     """``loss_fn(model(x), y)`` as a vector ``(N,)``; ``check`` validates shapes and labels once."""
-    return _logits_and_loss(model, x, y, loss_fn, check=check)[1]
+    return logits_and_loss(model, x, y, loss_fn, check=check)[1]
 
 
-def _logits_and_loss(
+def logits_and_loss(
     model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, loss_fn: LossFn | None, *, check: bool
 ) -> tuple[Tensor, Tensor]:
     """``(model(x), loss_fn(model(x), y))`` with per-example losses ``(N,)``."""
     logits = model(x)
     if check:
-        _check_logits(logits, y, grad_needed=torch.is_grad_enabled())
+        check_logits(logits, y, grad_needed=torch.is_grad_enabled())
     loss = F.cross_entropy(logits, y, reduction="none") if loss_fn is None else loss_fn(logits, y)
     if check and (not isinstance(loss, Tensor) or loss.shape != y.shape):
         raise ValueError(
             f"loss_fn must return one loss per example, shape ({y.shape[0]},), got "
-            f"{_describe(loss)}; use reduction='none' (e.g. "
+            f"{describe(loss)}; use reduction='none' (e.g. "
             "lambda logits, y: F.cross_entropy(logits, y, reduction='none'))."
         )
     return logits, loss
@@ -718,7 +794,7 @@ def check_precision(precision: object) -> str | None:
     if precision is None or precision in PRECISIONS:
         return precision  # type: ignore[return-value]
     raise ValueError(
-        f"precision must be None, {', '.join(map(repr, PRECISIONS))}, got {_describe(precision)}; "
+        f"precision must be None, {', '.join(map(repr, PRECISIONS))}, got {describe(precision)}; "
         "None keeps float32 (or the caller's own torch.autocast)."
     )
 
@@ -762,154 +838,12 @@ def autocast(precision: str | None, device: torch.device | str) -> Iterator[None
 # --------------------------------------------------------------------------- validation
 
 
-_SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxtuple, _SHORT_REPR.maxdict = 2, 4, 4, 4
-_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
-
-
-def _describe(value: object) -> str:
-    """A short description for an error message: a tensor's shape and dtype, else the value
-    (a long list of images is cut to its start, so the message stays readable)."""
-    if isinstance(value, Tensor):
-        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    text = _SHORT_REPR.repr(value)
-    if isinstance(value, (list, tuple)):
-        text += f" (length {len(value)})"
-    return f"{type(value).__name__} {text}"
-
-
-def _warn(message: str) -> None:
-    """A ``UserWarning`` attributed to the caller's code (the first frame outside advcore)."""
-    frame, level = sys._getframe(1), 2  # stacklevel 2 is the frame that called _warn
-    package = os.path.dirname(os.path.abspath(__file__))
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package:
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)
-
-
-def _check_number(value: object, name: str, *, minimum: float, strict: bool = False) -> float:
-    """A finite real number ``>= minimum`` (``> minimum`` if ``strict``), as a float."""
-    if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {_describe(value)}.")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        relation = ">" if strict else ">="
-        raise ValueError(
-            f"{name} must be a finite number {relation} {minimum:g}, got {value!r}"
-            + (" (images live in [0, 1]: eps = 8/255 for CIFAR, 0.3 for MNIST)." if name == "eps" else ".")
-        )
-    if name == "eps" and value > 1:  # probably meant on the 0..255 scale
-        _warn(
-            f"eps={value:g} is larger than the whole pixel range: images here live in [0, 1], so "
-            f"every pixel may jump to 0 or 1. If you meant {value:g}/255 (pixel values 0..255), "
-            f"pass eps={value:g}/255 = {value / 255:.4g}; MNIST's usual budget is 0.3."
-        )
-    return value
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {_describe(value)}.")
-    return int(value)
-
-
-def _check_images(x: object) -> Tensor:
-    """A float batch ``(N, ...)`` with ``N >= 1`` and values in [0, 1]; returned detached."""
-    if not isinstance(x, Tensor):
-        raise ValueError(f"x must be a torch.Tensor of images (N, C, H, W) in [0, 1], got {_describe(x)}.")
-    if not x.is_floating_point():
-        raise ValueError(
-            f"x must be a float tensor with values in [0, 1], got dtype {x.dtype}; "
-            "convert uint8 images with x.float() / 255."
-        )
-    if x.dim() < 2 or x.shape[0] == 0:
-        raise ValueError(
-            f"x must be a non-empty batch (N, C, H, W), got shape {tuple(x.shape)}; "
-            "add a batch dimension to a single image with x.unsqueeze(0)."
-        )
-    x = x.detach()
-    if bool((~((x >= 0) & (x <= 1))).any()):  # also catches NaN
-        raise ValueError(
-            f"x must lie in [0, 1], got min {x.min().item():.4g}, max {x.max().item():.4g} "
-            f"(NaN present: {bool(x.isnan().any())}); pass unnormalized images, the model "
-            "normalizes inside (advcore.models.Normalize)."
-        )
-    return x
-
-
-def _check_labels(y: object, x: Tensor) -> Tensor:
-    """Integer class indices ``(N,)`` matching ``x``, as int64 on ``x``'s device."""
-    if not isinstance(y, Tensor):
-        raise ValueError(f"y must be a tensor of class indices, shape ({x.shape[0]},), got {_describe(y)}.")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(
-            f"y must hold integer class indices (int64), got dtype {y.dtype}; "
-            "for one-hot or probability labels pass y.argmax(1)."
-        )
-    if y.shape != (x.shape[0],):
-        raise ValueError(
-            f"y must have shape (N,) = ({x.shape[0]},) to match x of shape {tuple(x.shape)}, "
-            f"got {tuple(y.shape)}."
-        )
-    y = y.detach().to(device=x.device, dtype=torch.long)
-    if bool((y < 0).any()):
-        raise ValueError(f"y must hold class indices >= 0, got min {y.min().item()}.")
-    return y
-
-
-def _check_logits(logits: object, y: Tensor, *, grad_needed: bool) -> None:
-    """The model returned ``(N, C)`` logits, labels are ``< C``, and the output is differentiable."""
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"model must return logits of shape (N, num_classes) = ({y.shape[0]}, C), got "
-            f"{_describe(logits)}."
-        )
-    if logits.shape[1] < 2:
-        raise ValueError(
-            f"model returned {logits.shape[1]} logit(s) per example; a classifier needs one per class "
-            "(at least 2). For a binary classifier with a single logit z, return torch.cat([-z, z], 1)."
-        )
-    if bool((y >= logits.shape[1]).any()):
-        raise ValueError(
-            f"y holds class index {y.max().item()} but the model has {logits.shape[1]} classes "
-            f"(indices 0..{logits.shape[1] - 1}); are the labels 1-based? Pass y - 1."
-        )
-    finite = logits.detach().isfinite()
-    if not bool(finite.all()):
-        bad = int((~finite.all(1)).sum())
-        raise ValueError(
-            f"model returned NaN or infinite logits for {bad} of {logits.shape[0]} examples; its "
-            "weights may have diverged in training (check the loss history, lower the learning rate) "
-            "or its forward pass divides by zero."
-        )
-    _warn_if_probabilities(logits.detach())
-    if grad_needed and not logits.requires_grad:
-        raise ValueError(
-            "model's output does not depend differentiably on its input: does the model "
-            "detach, convert to numpy, or run under torch.no_grad() inside forward?"
-        )
-
-
-def _warn_if_probabilities(logits: Tensor) -> None:
-    """Warn when a model's outputs look like softmax probabilities (rows in [0, 1] summing to 1)."""
-    outputs = logits.float()
-    rows = outputs.sum(1)
-    if bool(((outputs >= 0) & (outputs <= 1)).all()) and bool(((rows - 1).abs() < 1e-3).all()):
-        _warn(
-            "model's outputs look like probabilities (every row is in [0, 1] and sums to 1), not "
-            "logits: the loss and the confidences computed from them are wrong (softmax is applied "
-            "twice). Remove the final softmax from the model; advcore applies it where needed."
-        )
-
-
 def _check_start(start: Tensor | None, x: Tensor, eps: float, restarts: int) -> Tensor | None:
     """Explicit starts as ``(restarts, *x.shape)`` inside the eps-ball, or None."""
     if start is None:
         return None
     if not isinstance(start, Tensor) or not start.is_floating_point():
-        raise ValueError(f"start must be a float tensor of perturbations, got {_describe(start)}.")
+        raise ValueError(f"start must be a float tensor of perturbations, got {describe(start)}.")
     if start.shape == x.shape:
         start = start.unsqueeze(0)
     if start.shape != (restarts, *x.shape):
@@ -990,7 +924,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
     ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``: the first check comes after 22%
     of the budget, later ones closer together. Returns the ``w_j`` in ``(0, steps]``.
     """
-    steps = _check_int(steps, "steps", minimum=1)
+    steps = check_int(steps, "steps", minimum=1)
     fractions = [0.0, 0.22]
     while fractions[-1] < 1.0:
         fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
@@ -1069,13 +1003,13 @@ def apgd(
     Returns:
         Adversarial images, same shape/dtype/device as ``x``, in [0, 1], ``|x_adv - x| <= eps``.
     """
-    x = _check_images(x)
-    y = _check_labels(y, x)
-    eps = _check_number(eps, "eps", minimum=0.0)
-    steps = _check_int(steps, "steps", minimum=1)
-    restarts = _check_int(restarts, "restarts", minimum=1)
-    momentum = _check_number(momentum, "momentum", minimum=0.0, strict=True)
-    rho = _check_number(rho, "rho", minimum=0.0)
+    x = check_images(x)
+    y = check_labels(y, x)
+    eps = check_number(eps, "eps", minimum=0.0)
+    steps = check_int(steps, "steps", minimum=1)
+    restarts = check_int(restarts, "restarts", minimum=1)
+    momentum = check_number(momentum, "momentum", minimum=0.0, strict=True)
+    rho = check_number(rho, "rho", minimum=0.0)
     if momentum > 1 or rho > 1:
         raise ValueError(f"momentum must be in (0, 1] and rho in [0, 1], got {momentum} and {rho}.")
     objective = _apgd_objective(loss, targeted=targeted, labels=labels, x=x)
@@ -1126,7 +1060,7 @@ def _apgd_objective(loss: str | LossFn, *, targeted: bool, labels: Tensor | None
     if labels is None:
         raise ValueError("the targeted DLR loss compares the target with the true class: pass "
                          "labels=<true labels (N,)> (y holds the targets when targeted=True).")
-    true = _check_labels(labels, x)
+    true = check_labels(labels, x)
     return lambda logits, y: dlr_loss_targeted(logits, true, y)
 
 
@@ -1162,11 +1096,11 @@ def _apgd_run(
         point = point.detach().requires_grad_(gradient)
         logits = model(point)
         if check_now:
-            _check_logits(logits, y, grad_needed=gradient)
+            check_logits(logits, y, grad_needed=gradient)
         value = objective(logits, y)
         if check_now and (not isinstance(value, Tensor) or value.shape != y.shape):
             raise ValueError(
-                f"loss must return one loss per example, shape ({n},), got {_describe(value)}; "
+                f"loss must return one loss per example, shape ({n},), got {describe(value)}; "
                 "use reduction='none'."
             )
         predicted = logits.detach().argmax(1)
@@ -1231,8 +1165,8 @@ def square_noise(x: Tensor, *, queries: int, generator: torch.Generator | None =
     same state; slice the example axis (``[:, i:i + 1]``, stripes ``[i:i + 1]``) to attack
     examples one by one with the numbers they got in the batch.
     """
-    x = _check_images(x)
-    queries = _check_int(queries, "queries", minimum=1)
+    x = check_images(x)
+    queries = check_int(queries, "queries", minimum=1)
     if x.dim() != 4:
         raise ValueError(f"square works on images (N, C, H, W), got shape {tuple(x.shape)}.")
     stripes = _random_signs((x.shape[0], x.shape[1], 1, x.shape[3]), x, generator)
@@ -1308,11 +1242,11 @@ def square(
     Returns:
         Adversarial images, same shape/dtype/device as ``x``, in [0, 1], ``|x_adv - x| <= eps``.
     """
-    x = _check_images(x)
-    y = _check_labels(y, x)
-    eps = _check_number(eps, "eps", minimum=0.0)
-    queries = _check_int(queries, "queries", minimum=1)
-    p_init = _check_number(p_init, "p_init", minimum=0.0, strict=True)
+    x = check_images(x)
+    y = check_labels(y, x)
+    eps = check_number(eps, "eps", minimum=0.0)
+    queries = check_int(queries, "queries", minimum=1)
+    p_init = check_number(p_init, "p_init", minimum=0.0, strict=True)
     if p_init > 1:
         raise ValueError(f"p_init is a fraction of the pixels, in (0, 1], got {p_init}.")
     if x.dim() != 4:
@@ -1357,7 +1291,7 @@ def _square_loss(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, target
     """``(margin, loss)`` per example: margin > 0 means not fooled yet; the loss is minimized."""
     logits = model(x)
     if check:
-        _check_logits(logits, y, grad_needed=False)
+        check_logits(logits, y, grad_needed=False)
     logits = logits.float()
     chosen = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
@@ -1372,7 +1306,7 @@ def _check_square_noise(noise: object, x: Tensor, queries: int) -> dict[str, Ten
     if not isinstance(noise, dict) or set(noise) != set(shapes) or any(
             not isinstance(noise[k], Tensor) or tuple(noise[k].shape) != s for k, s in shapes.items()):
         got = {k: tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for k, v in noise.items()} \
-            if isinstance(noise, dict) else _describe(noise)
+            if isinstance(noise, dict) else describe(noise)
         raise ValueError(f"noise must be square_noise(x, queries={queries}, ...), with shapes {shapes}; got {got}.")
     return {k: v.to(device=x.device, dtype=x.dtype if k != "corners" else v.dtype) for k, v in noise.items()}
 

@@ -173,8 +173,7 @@ def fetch_verified(
                 continue
             downloaded = Path(tmp) / filename
             if _is_intact(downloaded, expected, algorithm):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(downloaded, target)
+                _atomic_copy(downloaded, target)  # fsync-ed into place, as every file advcore writes
                 return target
 
     looked = [str(mirror / p) for p in mirror_paths] if mirror else [f"(no mirror: {DATA_ENV} is not set)"]
@@ -203,6 +202,19 @@ def _extract_gzip(archive: Path, target: Path, *, archive_md5: str) -> None:
             digest.update(block)
             tmp.write(block)
     atomic_write_bytes(_extracted_record(target), f"{archive_md5} {digest.hexdigest()}".encode())
+
+
+def _extract_tar(archive: Path, root: Path) -> None:
+    """Extract the regular files of ``archive`` under ``root``, each written atomically (a killed
+    extraction leaves whole old or new files, which the caller's checksums then judge)."""
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            member = tarfile.data_filter(member, str(root))  # no absolute paths, no "..", no links out
+            if not member.isfile():
+                continue
+            target = root / member.name
+            with atomic_writer(target) as out, tar.extractfile(member) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
 
 
 def _extracted_record(extracted: Path) -> Path:
@@ -338,12 +350,7 @@ def _ensure_cifar10() -> Path:
     )
     if (root / tv_datasets.CIFAR10.base_folder).exists():
         warnings.warn("The cached CIFAR-10 batches are corrupted; re-extracting them.", stacklevel=2)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
-        final = root / tv_datasets.CIFAR10.base_folder
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(Path(tmp) / tv_datasets.CIFAR10.base_folder, final)
+    _extract_tar(archive, root)
     if not probe._check_integrity():
         raise DataUnavailableError(f"CIFAR-10 in {root} fails torchvision's checksums after extraction.")
     return root

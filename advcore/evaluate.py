@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from advcore.attacks import LossFn, _check_images, _check_labels, _check_logits, _describe, eval_mode, gradient_sign
+from advcore.attacks import LossFn, eval_mode, gradient_sign
+from advcore.checks import check_images, check_labels, check_logits, describe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -173,15 +174,15 @@ def epsilon_sweep(
             f"epsilon_sweep takes one example, got a batch of {x.shape[0]}; "
             "loop over x[i:i + 1], y[i:i + 1]."
         )
-    x = _check_images(x)
-    y = _check_labels(torch.as_tensor(y).reshape(-1) if isinstance(y, int) or (
+    x = check_images(x)
+    y = check_labels(torch.as_tensor(y).reshape(-1) if isinstance(y, int) or (
         isinstance(y, Tensor) and y.dim() == 0) else y, x)
     try:
         eps = torch.as_tensor(eps_values, dtype=x.dtype).reshape(-1).to(x.device)
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(
             f"eps_values must be a sequence of numbers, e.g. torch.linspace(-0.5, 0.5, 41), got "
-            f"{_describe(eps_values)} ({error})."
+            f"{describe(eps_values)} ({error})."
         ) from None
     if eps.numel() == 0 or not bool(eps.isfinite().all()):
         raise ValueError("eps_values must be a non-empty sequence of finite numbers.")
@@ -286,9 +287,9 @@ def transfer_matrix(
 def _checked_batch(x: object, y: object, device: torch.device) -> tuple[Tensor, Tensor]:
     """A batch checked as every attack checks it: images in [0, 1], labels ``(N,)`` of class indices."""
     if not isinstance(x, Tensor):
-        x = _check_images(x)  # raises the attacks' error for a list, array, ...
-    x = _check_images(x.to(device))
-    return x, _check_labels(y, x)
+        x = check_images(x)  # raises the attacks' error for a list, array, ...
+    x = check_images(x.to(device))
+    return x, check_labels(y, x)
 
 
 def _predict(model: nn.Module, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -297,7 +298,7 @@ def _predict(model: nn.Module, x: Tensor, y: Tensor | None = None) -> tuple[Tens
     with torch.no_grad():
         logits = model(x)
         if y is not None:
-            _check_logits(logits, y, grad_needed=False)
+            check_logits(logits, y, grad_needed=False)
         probabilities = torch.softmax(logits.float(), dim=1)
     confidence, predicted = probabilities.max(dim=1)
     return predicted, confidence

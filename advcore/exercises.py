@@ -28,9 +28,12 @@ In a notebook::
 
     check_fgsm(my_fgsm)            # displays the feedback
 
-The ``reference_*`` functions are the solutions the book reveals; ``tests/test_exercises.py``
-proves that they pass their checks and that typical wrong answers (sign flipped, missing
-clip, grad instead of sign, no projection, weights swapped, ...) fail with their diagnosis.
+The ``reference_*`` functions are right answers the checks compare with (and the tests use):
+``tests/test_exercises.py`` proves that they pass their checks and that typical wrong answers
+(sign flipped, missing clip, grad instead of sign, no projection, weights swapped, ...) fail
+with their diagnosis. The book's own solutions are the solution cells of the chapters (written
+out, so a student reads the code); each runs through the same check as the stub, and
+``tests/test_book.py`` fails when one of them reports anything but "passed" in the built book.
 
 References:
     Goodfellow, Shlens, Szegedy (2015). Explaining and Harnessing Adversarial Examples.
@@ -229,6 +232,7 @@ class _Case:
     alpha: float = 0.5
     seed: int = 0
     stats: bool = False  # the large interior case on which noise statistics are tested
+    other: Any = None  # a second input some checks need (the target model of a transfer)
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -411,14 +415,6 @@ def _grad_warning(out: Tensor, name: str) -> list[_Finding]:
                   "backpropagate into the attack and memory is freed.")]
 
 
-def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """``grad_x`` of the summed cross-entropy; leaves the parameters' ``.grad`` alone."""
-    with torch.enable_grad():
-        x = x.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
-    return grad
-
-
 def _loss(model: nn.Module, x: Tensor, y: Tensor) -> float:
     with torch.no_grad():
         return F.cross_entropy(model(x), y).item()
@@ -488,7 +484,7 @@ def _check_fgsm_case(fn: Callable[..., Any], case: _Case, *, targeted: bool) -> 
     findings += _grad_warning(out, "x_adv")
     out = out.detach().to("cpu", torch.float32)
     ref = attacks.fgsm(case.model, case.x, case.y, eps=case.eps, targeted=targeted)
-    grad = _input_grad(case.model, case.x, case.y)
+    grad = attacks.input_gradient(case.model, case.x, case.y)
     if _matches(out, ref, grad):
         return findings
     return findings + _diagnose_fgsm(case, out, ref, grad, targeted)
@@ -789,7 +785,7 @@ def _check_pgd_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
     out = out.detach().to("cpu", torch.float32)
     ref = attacks.pgd(case.model, case.x, case.y, eps=case.eps, step_size=case.step_size, steps=1,
                       targeted=True, start=case.delta) - case.x
-    grad = _input_grad(case.model, case.x + case.delta, case.y)
+    grad = attacks.input_gradient(case.model, case.x + case.delta, case.y)
     if _matches(out, ref, grad):
         return findings
     return findings + _diagnose_pgd(case, out, ref, grad)
@@ -808,7 +804,7 @@ def _diagnose_pgd(case: _Case, out: Tensor, ref: Tensor, grad: Tensor) -> list[_
         return findings + [_pgd_message("sign", step, case, out)]
     if _matches(out, _box(x, case.delta - eps * sign, eps), grad):
         return findings + [_pgd_message("size", eps, case, out)]
-    at_x = _box(x, case.delta - step * _input_grad(case.model, x, case.y).sign(), eps)
+    at_x = _box(x, case.delta - step * attacks.input_gradient(case.model, x, case.y).sign(), eps)
     if _matches(out, at_x):
         return findings + [_fail("grad_at_x", "You took the gradient at x, not at x + delta: compute "
                                  "the loss of `model(x + delta)` with delta requiring grad.")]
@@ -959,14 +955,14 @@ def _close_value(value: float, expected: float) -> bool:
 def _mix_parts(case: _Case) -> dict[str, float]:
     """The right loss and the values of typical wrong ones, for the diagnosis."""
     model, x, y, eps, a = case.model, case.x, case.y, case.eps, case.alpha
-    sign = _input_grad(model, x, y).sign()
+    sign = attacks.input_gradient(model, x, y).sign()
 
     def loss(images: Tensor, reduction: str = "mean") -> float:
         with torch.no_grad():
             return F.cross_entropy(model(images), y, reduction=reduction).item()
 
     clean, adv = loss(x), loss(attacks.fgsm(model, x, y, eps=eps))
-    grad = _input_grad(model, x, y) / x.shape[0]  # the gradient of the mean loss
+    grad = attacks.input_gradient(model, x, y) / x.shape[0]  # the gradient of the mean loss
     return {
         "right": a * clean + (1 - a) * adv,
         "clean": clean, "adv": adv, "alpha": a, "eps": eps,
@@ -1161,13 +1157,13 @@ def _check_masking_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
     base = case.model.model
     with torch.no_grad():
         fooled = (case.model(out).argmax(1) != case.y).float().mean().item()
-    reference = attacks.pgd(base, case.x, case.y, eps=case.eps, step_size=2.5 * case.eps / 20, steps=20,
+    reference = attacks.pgd(base, case.x, case.y, eps=case.eps, step_size=attacks.pgd_step_size(case.eps, 20), steps=20,
                             generator=_generator(7))
     with torch.no_grad():
         achievable = (base(reference).argmax(1) != case.y).float().mean().item()
     if fooled >= 0.5 * achievable:
         return findings
-    gradient = _input_grad(case.model, case.x, case.y).abs().max().item()
+    gradient = attacks.input_gradient(case.model, case.x, case.y).abs().max().item()
     return findings + [_fail("masked", f"Your attack fools {fooled:.0%} of the examples on {case.description}, "
                              f"but the defended model is as fragile as the network inside it, where PGD "
                              f"fools {achievable:.0%}. The cross-entropy's input gradient here is at most "
@@ -1176,3 +1172,182 @@ def _check_masking_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
 
 
 __all__ += ["check_breaks_gradient_masking", "reference_breaks_gradient_masking"]  # and SaturatedSoftmax, the defence
+
+
+# --------------------------------------------------------------------------- epsilon sweeps (chapter 5)
+
+
+def reference_flip_points(eps_values: Tensor, logits: Tensor, label: int) -> tuple[float | None, float | None]:
+    """The edges of the interval around eps = 0 on which a sweep's prediction is right (exercise 5.1).
+
+    The largest negative and the smallest positive eps at which the predicted class
+    ``logits.argmax(1)`` is wrong, ``None`` for a side where it never is (Goodfellow et al.
+    2015, Fig. 4: wrong classes are stable over wide ranges of eps).
+
+    Shapes: ``eps_values`` (S,), ``logits`` (S, C), ``label`` a class index.
+    """
+    wrong = logits.argmax(1) != label
+    below, above = eps_values[(eps_values < 0) & wrong], eps_values[(eps_values > 0) & wrong]
+    return (below.max().item() if len(below) else None, above.min().item() if len(above) else None)
+
+
+def check_flip_points(fn: Callable[[Tensor, Tensor, int], tuple[float | None, float | None]],
+                      eps_values: Tensor | None = None, logits: Tensor | None = None,
+                      label: int | None = None) -> CheckResult:
+    """Check ``fn(eps_values, logits, label) -> (lo, hi)``, the flip points of an epsilon sweep (exercise 5.1).
+
+    Hidden sweeps (a flip on both sides, on one side only, wrong islands far from 0) and, when
+    given, the chapter's own sweep ``(eps_values (S,), logits (S, C), label)``: the answer must be
+    the largest negative and the smallest positive eps where the prediction is wrong (``None``
+    for a side where it never is).
+    """
+    chapter = None
+    if eps_values is not None and logits is not None and label is not None:
+        chapter = _Case("the chapter's sweep", 0.0, eps_values.detach().cpu(), torch.tensor(int(label)),
+                        delta=logits.detach().float().cpu())
+    return _run("check_flip_points", "the nearest wrong eps on each side of 0", fn,
+                lambda: _sweep_cases() + ([chapter] if chapter is not None else []), _check_sweep_case)
+
+
+def _sweep_cases() -> list[_Case]:
+    """Sweeps on a grid of 21 eps in [-1, 1] with predicted classes written out, label 0."""
+    eps = torch.linspace(-1.0, 1.0, 21)
+    layouts = {  # the predicted class at each of the 21 points, left to right
+        "a flip on both sides": "222110000000000033333",
+        "never wrong below 0": "000000000000001111111",
+        "never wrong at all": "000000000000000000000",
+        "wrong islands far from 0": "001100000000020000222",
+    }
+    cases = []
+    for description, classes in layouts.items():
+        predicted = torch.tensor([int(c) for c in classes])
+        logits = 5.0 * F.one_hot(predicted, 4).float() + 0.1 * torch.arange(4.0)
+        cases.append(_Case(f"a hidden sweep ({description})", 0.0, eps, torch.tensor(0), delta=logits))
+    return cases
+
+
+def _check_sweep_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
+    eps_values, logits = case.x.clone(), case.delta.clone()
+    out = _call(fn, eps_values, logits, int(case.y))
+    findings = _unchanged(eps_values, case.x, "eps_values") + _unchanged(logits, case.delta, "logits")
+    expected = reference_flip_points(case.x, case.delta, int(case.y))
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        return findings + [_fail("type", f"Your function returned {type(out).__name__} {out!r:.60}; return "
+                                 "a pair (lo, hi): two numbers, or None for a side that never flips.")]
+    try:
+        got = tuple(None if v is None else float(v.item() if isinstance(v, Tensor) else v) for v in out)
+    except (TypeError, ValueError, RuntimeError):
+        return findings + [_fail("type", f"Your pair {out!r:.80} does not hold numbers or None.")]
+    if all(_same_point(g, e) for g, e in zip(got, expected)):
+        return findings
+    return findings + [_sweep_message(got, expected, case)]
+
+
+def _same_point(got: float | None, expected: float | None) -> bool:
+    return got is None and expected is None or (got is not None and expected is not None
+                                                  and abs(got - expected) <= 1e-6)
+
+
+def _sweep_message(got: tuple[float | None, float | None], expected: tuple[float | None, float | None],
+                   case: _Case) -> _Finding:
+    wrong = case.delta.argmax(1) != int(case.y)
+    eps = case.x
+    farthest = (eps[(eps < 0) & wrong].min().item() if bool(((eps < 0) & wrong).any()) else None,
+                eps[(eps > 0) & wrong].max().item() if bool(((eps > 0) & wrong).any()) else None)
+    if all(_same_point(g, e) for g, e in zip(got, expected[::-1])):
+        return _fail("order", "Your pair is in the wrong order: return (lo, hi), the negative edge first.")
+    if all(_same_point(g, e) for g, e in zip(got, farthest)) and farthest != expected:
+        return _fail("farthest", f"On {case.description} you took the wrong eps farthest from 0; the flip "
+                     "points are the wrong eps *closest* to 0 on each side (the edges of the correct interval).")
+    if any(e is None and g is not None for g, e in zip(got, expected)):
+        return _fail("none", f"On {case.description} one side never becomes wrong: return None for it "
+                     f"(expected {expected}, got {got}).")
+    return _fail("other", f"On {case.description} the prediction is first wrong at {expected} "
+                 f"(largest negative, smallest positive eps), but you returned {got}. Did you return the last "
+                 "eps where the prediction is still right instead of the first where it is wrong?")
+
+
+# --------------------------------------------------------------------------- transferability (chapter 6)
+
+
+def reference_transfer_rate(source: nn.Module, target: nn.Module, x: Tensor, y: Tensor, eps: float) -> float:
+    """Of the FGSM examples made on ``source`` that fool it, the fraction that also fools ``target`` (exercise 6.1).
+
+    Goodfellow et al. 2015, Sec. 8: adversarial examples made on one model often fool another.
+    Shapes: ``x`` (N, ...) images in [0, 1], ``y`` (N,) labels; returns a number in [0, 1]
+    (0 when no example fools the source).
+    """
+    x_adv = attacks.fgsm(source, x, y, eps=eps)
+    with torch.no_grad():
+        fools_source = source(x_adv).argmax(1) != y
+        fools_target = target(x_adv).argmax(1) != y
+    return (fools_source & fools_target).sum().item() / max(fools_source.sum().item(), 1)
+
+
+def check_transfer_rate(fn: Callable[[nn.Module, nn.Module, Tensor, Tensor, float], float],
+                        source: nn.Module | None = None, target: nn.Module | None = None,
+                        x: Tensor | None = None, y: Tensor | None = None, eps: float | None = None) -> CheckResult:
+    """Check ``fn(source, target, x, y, eps) -> transfer rate`` (exercise 6.1).
+
+    Hidden cases (pairs of tiny models, several eps) and, when given, the chapter's own pair
+    ``(source, target, x, y, eps)``: the fraction of the FGSM examples made on ``source`` that
+    fool ``source`` and also fool ``target``. On the chapter's pair the answer may differ by
+    half a point (a borderline example can flip with the batch size).
+    """
+    chapter = None
+    if all(v is not None for v in (source, target, x, y, eps)):
+        chapter = _Case("the chapter's models", float(eps), x, y, model=source, other=target, step_size=0.005)
+    return _run("check_transfer_rate", "the transfer rate of the FGSM examples", fn,
+                lambda: _transfer_cases() + ([chapter] if chapter is not None else []), _check_transfer_case)
+
+
+def _transfer_cases() -> list[_Case]:
+    g = _generator(653)
+    cases = []
+    for kind, batch, eps in (("linear", 64, 0.3), ("tanh", 48, 0.2), ("tanh", 64, 0.5)):
+        x = _images(batch, (1, 4, 4), g)
+        source, target = _tiny_model(kind, 16, g), _tiny_model(kind, 16, g)
+        with torch.no_grad():
+            y = source(x).argmax(1)  # the source's own predictions: every example starts correct
+        cases.append(_Case(f"two {kind} models, {batch} images, eps={eps:g}", eps, x, y, model=source, other=target))
+    return cases
+
+
+def _check_transfer_case(fn: Callable[..., Any], case: _Case) -> list[_Finding]:
+    x, y = case.x.clone(), case.y.clone()
+    out = _call(fn, case.model, case.other, x, y, case.eps)
+    findings = _unchanged(x, case.x, "x") + _unchanged(y, case.y, "y")
+    if isinstance(out, Tensor) and out.numel() == 1:
+        out = out.detach().reshape(()).item()
+    if isinstance(out, bool) or not isinstance(out, numbers.Real):
+        return findings + [_fail("type", f"Your function returned {type(out).__name__}; return one number "
+                                 "in [0, 1], the fraction of the source's fooling examples that fool the target.")]
+    expected = reference_transfer_rate(case.model, case.other, case.x, case.y, case.eps)
+    if abs(float(out) - expected) <= max(case.step_size, 1e-6):  # step_size: the tolerance of the case
+        return findings
+    return findings + [_transfer_message(float(out), expected, case)]
+
+
+def _transfer_message(value: float, expected: float, case: _Case) -> _Finding:
+    x_adv = attacks.fgsm(case.model, case.x, case.y, eps=case.eps)
+    with torch.no_grad():
+        fools_source = case.model(x_adv).argmax(1) != case.y
+        fools_target = case.other(x_adv).argmax(1) != case.y
+    n, both = len(case.y), (fools_source & fools_target).sum().item()
+    candidates = (
+        ("percent", 100 * expected, "You returned a percentage: return a fraction in [0, 1]."),
+        ("all", both / n, "You divided by all examples: divide by the examples that fool the *source*."),
+        ("target_only", fools_target.float().mean().item(), "That is the fraction of all examples that fool "
+         "the target; count only those that fool the source too, and divide by those that fool the source."),
+        ("complement", 1 - expected, "That is the fraction that does *not* transfer (fools the source but "
+         "not the target)."),
+    )
+    for key, candidate, text in candidates:
+        if abs(value - candidate) <= 1e-6 and abs(candidate - expected) > 1e-6:
+            return _fail(key, text)
+    return _fail("other", f"On {case.description} {expected:.1%} of the source's fooling FGSM examples also "
+                 f"fool the target; you returned {value:.4g}. Make FGSM examples on the source with "
+                 "advcore.attacks.fgsm, then count.")
+
+
+__all__ += ["check_flip_points", "check_transfer_rate", "reference_flip_points", "reference_transfer_rate"]

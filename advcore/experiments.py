@@ -30,8 +30,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import time
 import warnings
@@ -45,11 +43,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from advcore import data, models, zoo
+from advcore import data, models, storage, zoo
 from advcore import train as training
-from advcore.attacks import fgsm, pgd
+from advcore.attacks import fgsm, pgd, pgd_step_size
 from advcore.evaluate import evaluate
 from advcore.landscape import distinct_maxima, pgd_landscape
+from advcore.papers import CIFAR_EPS, MADRY_EPS, MADRY_STEP, number
 from advcore.profiles import Profile, current_profile, default_device
 
 __all__ = [
@@ -63,8 +62,6 @@ __all__ = [
     "robust_training",
 ]
 
-MADRY_EPS = 0.3  # Madry et al., MNIST
-CIFAR_EPS = 8 / 255  # Madry et al., CIFAR-10
 CIFAR_EVAL_STEP = 2 / 255  # Madry et al.'s CIFAR-10 evaluation: PGD steps of 2/255
 FORMAT = 3  # bump when a change makes cached pieces invalid (2: every evaluation seeds its own PGD starts;
 # 3: pieces carry a checksum, their key and their compute time)
@@ -94,12 +91,8 @@ class Experiment:
 # =========================================================================== shared helpers
 
 
-def _profile(profile: Profile | str | None) -> Profile:
-    return profile if isinstance(profile, Profile) else current_profile(profile)
-
-
 def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return storage.json_digest(payload)[:20]
 
 
 #: What :func:`_cached` did during the current :func:`cache_ledger` block.
@@ -167,10 +160,11 @@ def _pgd_eval(eps: float, steps: int, restarts: int, step_size: float, device: t
 
 
 def _eval_step_size(eps: float, steps: int) -> float:
-    """Madry et al.'s MNIST step 0.01 when there are enough steps to cross the ball (>= 100 of them:
-    1.0 = 3.3 eps), else ``2.5 eps / steps`` (every budget can still cross it 2.5 times; the rule MadryLab's
-    robustness library states for its evaluations, not Madry et al. 2018)."""
-    return 0.01 if eps == MADRY_EPS and steps * 0.01 >= 2.5 * eps else 2.5 * eps / steps
+    """Madry et al.'s MNIST step 0.01 when its steps can cross the ball 2.5 times (>= 75 of them), else
+    the larger :func:`advcore.attacks.pgd_step_size` (``2.5 eps / steps``: every budget can still cross
+    it 2.5 times; the rule MadryLab's robustness library states, not Madry et al. 2018)."""
+    rule = pgd_step_size(eps, steps)
+    return max(MADRY_STEP, rule) if eps == MADRY_EPS else rule
 
 
 # =========================================================================== chapter 8: the landscape
@@ -183,11 +177,11 @@ def landscape_settings(profile: Profile | str | None = None) -> dict[str, Any]:
     restarts. With fewer steps (cpu, smoke) the step grows to ``2.5 eps / steps`` so that
     every restart can still travel across the ball.
     """
-    prof = _profile(profile)
+    prof = current_profile(profile)
     steps = prof.landscape_steps
     return {
         "eps": MADRY_EPS,
-        "step_size": max(0.01, 2.5 * MADRY_EPS / steps),
+        "step_size": _eval_step_size(MADRY_EPS, steps),
         "steps": steps,
         "restarts": prof.landscape_restarts,
         "traced": min(prof.landscape_traced, prof.landscape_restarts),
@@ -252,7 +246,7 @@ def landscape(profile: Profile | str | None = None, *, device: torch.device | st
         with ``cosine_bins``, ``median_mean_abs_distance (M, E)``, ``n_predicted_classes (M, E)``,
         and ``seconds`` per model.
     """
-    prof = _profile(profile)
+    prof = current_profile(profile)
     device = torch.device(device) if device is not None else default_device()
     settings = landscape_settings(prof)
     _, _, test_set = data.mnist_splits(prof)
@@ -333,52 +327,75 @@ def _step_seconds(make_model: Callable[[], nn.Module], batches: TensorDataset, o
     return (time.perf_counter() - started) / math.ceil(len(batches) / batch_size)
 
 
-def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress: bool) -> dict[str, Any]:
-    """Histories, accuracy table and training cost for one dataset (``mnist`` or ``cifar10``)."""
-    names = MNIST_MODELS if dataset == "mnist" else CIFAR_MODELS
-    if dataset == "mnist":
-        eps, test_set = MADRY_EPS, data.mnist_splits(prof)[2]
-        eval_steps, eval_restarts = prof.pgd_eval_steps, prof.pgd_eval_restarts
-        attacks = {  # name -> maker of a fresh attack (None: clean), one per evaluation
+@dataclass(frozen=True)
+class _RobustSetup:
+    """What the robust-training comparison measures on one dataset."""
+
+    eps: float
+    test_set: TensorDataset
+    attacks: dict[str, Callable[[], Any]]  # name -> maker of a fresh attack (None: clean), one per evaluation
+    make_model: Callable[[], nn.Module]
+    batch_size: int
+    step_objectives: dict[str, training.Objective]  # the training steps whose cost is timed
+    timing_data: Callable[[int], TensorDataset]  # the first n training examples
+
+
+def _mnist_setup(prof: Profile, device: torch.device) -> _RobustSetup:
+    eps, eval_steps, eval_restarts = MADRY_EPS, prof.pgd_eval_steps, prof.pgd_eval_restarts
+    eval_step = _eval_step_size(eps, eval_steps)
+    return _RobustSetup(
+        eps=eps, test_set=data.mnist_splits(prof)[2],
+        attacks={
             "natural": lambda: None,
             "FGSM": lambda: partial(fgsm, eps=eps),
-            "PGD-40 (step 0.01)": _pgd_eval(eps, 40, 1, 0.01, device),
-            f"PGD-{eval_steps}, {eval_restarts} restart{'s' if eval_restarts > 1 else ''} "
-            f"(step {_eval_step_size(eps, eval_steps):.3g})":
-                _pgd_eval(eps, eval_steps, eval_restarts, _eval_step_size(eps, eval_steps), device),
-        }
-        make_model, batch_size = models.MadryCNN, prof.cnn_batch_size
-        step_objectives = {
+            "PGD-40 (step 0.01)": _pgd_eval(eps, 40, 1, MADRY_STEP, device),
+            f"PGD-{eval_steps}, {eval_restarts} restart{'s' if eval_restarts > 1 else ''} (step {eval_step:.3g})":
+                _pgd_eval(eps, eval_steps, eval_restarts, eval_step, device),
+        },
+        make_model=models.MadryCNN, batch_size=prof.cnn_batch_size,
+        step_objectives={
             "standard": training.StandardObjective(),
             f"PGD-{prof.pgd_train_steps} (this profile's training)": training.PGDObjective(
                 eps=eps, step_size=prof.pgd_train_step_size, steps=prof.pgd_train_steps),
-            "PGD-40 (Madry et al.'s training)": training.PGDObjective(eps=eps, step_size=0.01, steps=40),
-        }
-    else:
-        eps, test_set = CIFAR_EPS, data.load_cifar10("test", limit=prof.cifar_test)
-        attacks = {
+            "PGD-40 (Madry et al.'s training)": training.PGDObjective(eps=eps, step_size=MADRY_STEP, steps=40),
+        },
+        timing_data=lambda n: TensorDataset(*[t[:n] for t in data.mnist_splits(prof)[0].tensors]),
+    )
+
+
+def _cifar_setup(prof: Profile, device: torch.device) -> _RobustSetup:
+    eps = CIFAR_EPS
+    return _RobustSetup(
+        eps=eps, test_set=data.load_cifar10("test", limit=prof.cifar_test),
+        attacks={
             "natural": lambda: None,
             "FGSM": lambda: partial(fgsm, eps=eps),
             "PGD-7 (step 2/255)": _pgd_eval(eps, 7, 1, CIFAR_EVAL_STEP, device),
             "PGD-20 (step 2/255)": _pgd_eval(eps, 20, 1, CIFAR_EVAL_STEP, device),
-        }
-        make_model = partial(models.PreActResNet18, width=prof.resnet_width)
-        batch_size = prof.resnet_batch_size
-        step_objectives = {
+        },
+        make_model=partial(models.PreActResNet18, width=prof.resnet_width), batch_size=prof.resnet_batch_size,
+        step_objectives={
             "standard": training.StandardObjective(),
             f"PGD-{prof.pgd_train_steps_cifar} (this profile's training)": training.PGDObjective(
                 eps=eps, step_size=prof.pgd_train_step_size_cifar, steps=prof.pgd_train_steps_cifar),
-            "PGD-7 (Madry et al.'s paper)": training.PGDObjective(eps=eps, step_size=2 / 255, steps=7),
-        }
+            "PGD-7 (Madry et al.'s paper)": training.PGDObjective(
+                eps=eps, step_size=number("madry.cifar.train_step_size").value, steps=7),
+        },
+        timing_data=lambda n: TensorDataset(*data.load_cifar10("train", limit=n).tensors),
+    )
 
-    out: dict[str, Any] = {"eps": eps, "test_examples": len(test_set), "models": list(names),
+
+def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress: bool) -> dict[str, Any]:
+    """Histories, accuracy table and training cost for one dataset (``mnist`` or ``cifar10``)."""
+    names = MNIST_MODELS if dataset == "mnist" else CIFAR_MODELS
+    setup = (_mnist_setup if dataset == "mnist" else _cifar_setup)(prof, device)
+    out: dict[str, Any] = {"eps": setup.eps, "test_examples": len(setup.test_set), "models": list(names),
                            "zoo_names": list(names.values())}
     arrays: dict[str, np.ndarray] = {}
     rows, epochs, recipes, train_seconds = [], {}, {}, {}
     for label, name in names.items():
-        model = zoo.get(name, profile=prof, device=device)
-        history = zoo.history(name, profile=prof)
-        manifest = zoo.manifest(name, profile=prof)
+        model = zoo.get(name, profile=prof, device=device)  # trained here when the zoo has no copy yet
+        history, manifest = zoo.history(name, profile=prof), zoo.manifest(name, profile=prof)
         recipe = zoo.recipe(name, profile=prof)
         recipes[label] = {"description": zoo.describe(name, profile=prof), "note": recipe.note,
                           "objective": recipe.objective_options, "epochs": recipe.epochs,
@@ -390,25 +407,36 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
         key = "plain" if label == "plain" else "robust"
         arrays[f"{key}_steps"], arrays[f"{key}_loss"] = _binned(history.steps["loss"])
         arrays[f"{key}_clean_loss_steps"], arrays[f"{key}_clean_loss"] = _binned(history.steps["clean_loss"])
-        for attack_name, make_attack in attacks.items():
-            payload = {"model": zoo.model_key(name, profile=prof), "attack": attack_name, "device": device.type,
-                       "n": len(test_set)}
-            measured = _cached("robust-training", payload, lambda: {"accuracy": evaluate(
-                model, test_set, attack=make_attack(), batch_size=prof.eval_batch_size, device=device,
-                progress=progress).accuracy}, profile=prof)
-            rows.append({"model": label, "attack": attack_name, "accuracy": measured["accuracy"]})
-
-    timing_batch = TensorDataset(*[t[: TIMED_STEPS * batch_size] for t in (
-        data.mnist_splits(prof)[0].tensors if dataset == "mnist" else data.load_cifar10(
-            "train", limit=TIMED_STEPS * batch_size).tensors)])
-    warm_up = TensorDataset(*[t[:batch_size] for t in timing_batch.tensors])
-    _step_seconds(make_model, warm_up, step_objectives["standard"], batch_size=batch_size, device=device)  # not counted
-    step_seconds = {label: _step_seconds(make_model, timing_batch, objective, batch_size=batch_size, device=device)
-                    for label, objective in step_objectives.items()}
+        rows += _accuracies(label, name, model, setup, prof, device, progress=progress)
     out.update(accuracy=rows, epochs=epochs, recipes=recipes, train_seconds=train_seconds,
-               step_seconds=step_seconds, batch_size=batch_size, device=str(device))
+               step_seconds=_training_costs(setup, device), batch_size=setup.batch_size, device=str(device))
     out["arrays"] = arrays
     return out
+
+
+def _accuracies(label: str, name: str, model: nn.Module, setup: _RobustSetup, prof: Profile,
+                device: torch.device, *, progress: bool) -> list[dict[str, Any]]:
+    """Zoo model ``name``'s accuracy under each of the setup's attacks (each a cached piece)."""
+    rows = []
+    for attack_name, make_attack in setup.attacks.items():
+        payload = {"model": zoo.model_key(name, profile=prof), "attack": attack_name, "device": device.type,
+                   "n": len(setup.test_set)}
+        measured = _cached("robust-training", payload, lambda: {"accuracy": evaluate(
+            model, setup.test_set, attack=make_attack(), batch_size=prof.eval_batch_size, device=device,
+            progress=progress).accuracy}, profile=prof)
+        rows.append({"model": label, "attack": attack_name, "accuracy": measured["accuracy"]})
+    return rows
+
+
+def _training_costs(setup: _RobustSetup, device: torch.device) -> dict[str, float]:
+    """Seconds per training step of each of the setup's objectives (after one uncounted warm-up step)."""
+    batch_size = setup.batch_size
+    timing_batch = setup.timing_data(TIMED_STEPS * batch_size)
+    warm_up = TensorDataset(*[t[:batch_size] for t in timing_batch.tensors])
+    _step_seconds(setup.make_model, warm_up, setup.step_objectives["standard"], batch_size=batch_size,
+                  device=device)  # not counted
+    return {label: _step_seconds(setup.make_model, timing_batch, objective, batch_size=batch_size, device=device)
+            for label, objective in setup.step_objectives.items()}
 
 
 def robust_training(profile: Profile | str | None = None, *, device: torch.device | str | None = None,
@@ -427,7 +455,7 @@ def robust_training(profile: Profile | str | None = None, *, device: torch.devic
         ``mnist_plain_steps``, ``mnist_plain_loss``, ``mnist_robust_steps``,
         ``mnist_robust_loss``, ... (the same with ``cifar10_`` when available).
     """
-    prof = _profile(profile)
+    prof = current_profile(profile)
     device = torch.device(device) if device is not None else default_device()
     result: dict[str, Any] = {}
     for dataset in ("mnist", "cifar10"):

@@ -32,20 +32,17 @@ from tqdm.auto import tqdm
 
 from advcore.attacks import (
     LossFn,
-    _check_images,
-    _check_int,
-    _check_labels,
-    _check_number,
-    _iterate,
-    _logits_and_loss,
     attack_mode,
     autocast,
     compile_enabled,
     compiled,
     fast_memory_format,
     linf_box,
+    logits_and_loss,
+    pgd_iterate,
     preferred_memory_format,
 )
+from advcore.checks import check_int, check_number, check_pgd_inputs
 
 __all__ = ["DistinctMaxima", "Landscape", "cluster_perturbations", "distinct_maxima", "pgd_landscape"]
 
@@ -146,18 +143,14 @@ def pgd_landscape(
     Returns:
         A :class:`Landscape` with CPU tensors.
     """
-    x = _check_images(x)
-    y = _check_labels(y, x)
-    eps = _check_number(eps, "eps", minimum=0.0)
-    step_size = _check_number(step_size, "step_size", minimum=0.0, strict=True)
-    steps = _check_int(steps, "steps", minimum=1)
-    restarts = _check_int(restarts, "restarts", minimum=1)
-    traced = min(_check_int(traced, "traced", minimum=0), restarts)
-    keep_deltas = min(_check_int(keep_deltas, "keep_deltas", minimum=0), restarts)
+    x, y, eps, step_size, steps, restarts = check_pgd_inputs(x, y, eps=eps, step_size=step_size, steps=steps,
+                                                             restarts=restarts)
+    traced = min(check_int(traced, "traced", minimum=0), restarts)
+    keep_deltas = min(check_int(keep_deltas, "keep_deltas", minimum=0), restarts)
     examples, total = x.shape[0], x.shape[0] * restarts
     if chunk_size is None:
         chunk_size = _chunk_size_for_budget(model, x, memory_budget)
-    chunk_size = min(_check_int(chunk_size, "chunk_size", minimum=1), total)
+    chunk_size = min(check_int(chunk_size, "chunk_size", minimum=1), total)
     chunk_size = math.ceil(total / math.ceil(total / chunk_size))  # equal chunks, none tiny
 
     final_losses = torch.empty(total)
@@ -180,14 +173,14 @@ def pgd_landscape(
             x_adv = x_adv.contiguous(memory_format=memory_format)
             trace = torch.empty(steps + 1, end - begin, device=x.device)
 
-            def record(step: int, losses: Tensor) -> None:
+            def record(step: int, losses: Tensor, _x_step: Tensor) -> None:
                 trace[step] = losses
                 bar.update(end - begin)
 
-            x_adv, _ = _iterate(forward, x_adv, y[example], lower, upper, step_size=step_size,
+            x_adv, _ = pgd_iterate(forward, x_adv, y[example], lower, upper, step_size=step_size,
                                 steps=steps, direction=1.0, loss_fn=loss_fn, on_step=record)
             with torch.no_grad():
-                logits, losses = _logits_and_loss(forward, x_adv, y[example], loss_fn, check=False)
+                logits, losses = logits_and_loss(forward, x_adv, y[example], loss_fn, check=False)
             trace[steps] = losses
             final_losses[begin:end] = losses.float().cpu()
             final_predictions[begin:end] = logits.argmax(1).cpu()
@@ -241,7 +234,7 @@ def _chunk_size_for_budget(model: Callable[[Tensor], Tensor], x: Tensor, memory_
             memory_budget = free // 2
         else:  # a CPU gains nothing from huge chunks, and their fresh memory costs page faults
             memory_budget = 256 * 1024**2
-    memory_budget = _check_int(memory_budget, "memory_budget", minimum=1)
+    memory_budget = check_int(memory_budget, "memory_budget", minimum=1)
     return max(1, memory_budget // _bytes_per_row(model, x[:1]))
 
 
@@ -354,7 +347,7 @@ def cluster_perturbations(deltas: Tensor, *, threshold: float = 0.9) -> Tensor:
     Returns ``(K,)`` int64 cluster ids ``0, 1, ...`` in order of first appearance.
     A zero perturbation has cosine 0 with everything (its own cluster unless identical).
     """
-    threshold = _check_number(threshold, "threshold", minimum=-1.0)
+    threshold = check_number(threshold, "threshold", minimum=-1.0)
     flat = deltas.detach().flatten(1).double().cpu()
     adjacent = (_cosine_matrix(flat) >= threshold).numpy()
     identical = torch.cdist(flat, flat, p=float("inf")).numpy() == 0

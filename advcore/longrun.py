@@ -143,7 +143,7 @@ def _recipe_and_key(name: str) -> tuple[zoo.Recipe, str]:
     rec = zoo.profile_recipe(run.zoo_name, profile=run.profile)
     payload = {"format": FORMAT, "profile": run.profile, "precision": run.precision,
                "recipe": {k: v for k, v in rec.to_dict().items() if k != "note"}}
-    return rec, _sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    return rec, storage.json_digest(payload)
 
 
 def _sha256(content: bytes) -> str:

@@ -35,7 +35,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
-__all__ = ["PaperNumber", "NUMBERS", "number", "percent_texts", "cite"]
+__all__ = ["ALPHA", "CIFAR_EPS", "MADRY_EPS", "MADRY_STEP", "MNIST_EPS", "PaperNumber", "NUMBERS", "number",
+           "percent_texts", "cite"]
 
 
 @dataclass(frozen=True)
@@ -326,6 +327,18 @@ _ROWS: list[tuple[str, float, str, str, str, str, str]] = [
 
 NUMBERS: dict[str, PaperNumber] = {row[0]: PaperNumber(*row) for row in _ROWS}
 assert len(NUMBERS) == len(_ROWS), "duplicate key in advcore.papers._ROWS"
+
+# The papers' settings the library trains and attacks with, read from the rows above (one home each).
+#: Goodfellow et al. 2015, Sec. 4: FGSM eps on MNIST.
+MNIST_EPS: float = NUMBERS["goodfellow.mnist.eps"].value
+#: Goodfellow et al. 2015, Sec. 6: weight of the clean term, J~ = alpha J(x) + (1 - alpha) J(x_adv).
+ALPHA: float = NUMBERS["goodfellow.advtrain.alpha"].value
+#: Madry et al. 2018, Sec. 5: the L-infinity budget on MNIST.
+MADRY_EPS: float = NUMBERS["madry.mnist.eps"].value
+#: Madry et al. 2018, Sec. 5: the L-infinity budget on CIFAR-10 (8/255).
+CIFAR_EPS: float = NUMBERS["madry.cifar.eps"].value
+#: Madry et al. 2018, Sec. 5: the PGD step of MNIST training (0.01, with 40 steps).
+MADRY_STEP: float = NUMBERS["madry.mnist.train_step_size"].value
 
 
 def number(key: str) -> PaperNumber:

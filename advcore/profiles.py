@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
+from advcore.attacks import pgd_step_size
+from advcore.papers import CIFAR_EPS, MADRY_EPS, number
+
 PROFILE_ENV = "ADVCORE_PROFILE"
 PROFILE_NAMES = ("smoke", "cpu", "gpu")
 
@@ -54,7 +57,7 @@ class Profile:
     epochs_resnet: int  # CIFAR-10 ResNet
     pgd_train_steps: int  # PGD iterations inside adversarial training (Madry: 40 on MNIST)
     # (training fields added for the zoo, advcore.zoo; batch sizes are per-architecture)
-    pgd_train_step_size: float  # Madry: 0.01 for 40 steps; fewer: 2.5 * 0.3 / steps (robustness library's rule)
+    pgd_train_step_size: float  # Madry: 0.01 for 40 steps; fewer: attacks.pgd_step_size (robustness library's rule)
     pgd_train_warmup: float  # fraction of PGD training with eps ramped up from 0 (Madry: none)
     cnn_batch_size: int  # Madry et al.: 50
     resnet_batch_size: int  # Madry et al. (CIFAR-10): 128
@@ -108,7 +111,7 @@ PROFILES: dict[str, Profile] = {
         epochs_cnn=1,
         epochs_resnet=1,
         pgd_train_steps=3,
-        pgd_train_step_size=0.25,  # 2.5 * 0.3 / 3
+        pgd_train_step_size=pgd_step_size(MADRY_EPS, 3),  # 0.25
         pgd_train_warmup=0.3,
         cnn_batch_size=50,
         resnet_batch_size=100,
@@ -126,7 +129,7 @@ PROFILES: dict[str, Profile] = {
         early_stopping_patience=0,
         epochs_surrogate=5,
         pgd_train_steps_cifar=2,
-        pgd_train_step_size_cifar=10 / 255,  # 2.5 * (8/255) / 2
+        pgd_train_step_size_cifar=pgd_step_size(CIFAR_EPS, 2),  # 10/255
         resnet_width=8,
         pgd_eval_steps=5,
         pgd_eval_restarts=1,
@@ -151,7 +154,8 @@ PROFILES: dict[str, Profile] = {
         epochs_cnn=2,
         epochs_resnet=1,
         pgd_train_steps=7,
-        pgd_train_step_size=0.107,  # 2.5 * 0.3 / 7
+        # The rule, rounded as first chosen (0.107, and 6.67/255 below): the cpu zoo's models keep their keys.
+        pgd_train_step_size=round(pgd_step_size(MADRY_EPS, 7), 3),
         pgd_train_warmup=0.3,
         cnn_batch_size=50,
         resnet_batch_size=128,
@@ -169,7 +173,7 @@ PROFILES: dict[str, Profile] = {
         early_stopping_patience=0,
         epochs_surrogate=20,
         pgd_train_steps_cifar=3,
-        pgd_train_step_size_cifar=6.67 / 255,  # 2.5 * (8/255) / 3
+        pgd_train_step_size_cifar=round(pgd_step_size(CIFAR_EPS, 3) * 255, 2) / 255,
         resnet_width=16,
         pgd_eval_steps=20,
         pgd_eval_restarts=1,
@@ -194,7 +198,7 @@ PROFILES: dict[str, Profile] = {
         epochs_cnn=91,  # Madry et al.: 100k steps of batch 50 over 55k examples
         epochs_resnet=205,  # Madry et al.: 80k steps of batch 128 over 50k examples
         pgd_train_steps=40,
-        pgd_train_step_size=0.01,  # Madry et al.
+        pgd_train_step_size=number("madry.mnist.train_step_size").value,  # Madry et al.: 0.01
         pgd_train_warmup=0.0,
         cnn_batch_size=50,
         resnet_batch_size=128,
@@ -212,7 +216,7 @@ PROFILES: dict[str, Profile] = {
         early_stopping_patience=20,
         epochs_surrogate=50,
         pgd_train_steps_cifar=7,
-        pgd_train_step_size_cifar=2 / 255,  # Madry et al. (paper and released config)
+        pgd_train_step_size_cifar=number("madry.cifar.train_step_size").value,  # 2/255 (paper and released config)
         resnet_width=64,
         pgd_eval_steps=100,
         pgd_eval_restarts=20,
@@ -231,12 +235,15 @@ def default_profile_name() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def current_profile(name: str | None = None) -> Profile:
-    """The profile named ``name``, else ``$ADVCORE_PROFILE``, else the default.
+def current_profile(name: Profile | str | None = None) -> Profile:
+    """The profile named ``name``, else ``$ADVCORE_PROFILE``, else the default; a :class:`Profile`
+    passed in is returned as it is (so every ``profile=`` option of advcore resolves here).
 
     Raises:
         ValueError: the name is not one of ``smoke``, ``cpu``, ``gpu``.
     """
+    if isinstance(name, Profile):
+        return name
     chosen = name or os.environ.get(PROFILE_ENV, "").strip() or default_profile_name()
     chosen = chosen.lower()
     if chosen not in PROFILES:

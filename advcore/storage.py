@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["ORPHAN_AGE_S", "atomic_write_bytes", "atomic_writer", "check_seal", "record_digest", "remove_orphans",
+__all__ = ["ORPHAN_AGE_S", "atomic_write_bytes", "atomic_writer", "check_seal", "json_digest", "record_digest", "remove_orphans",
            "seal"]
 
 #: A temporary file whose writer cannot be checked (another machine) counts as orphaned after this.
@@ -134,6 +134,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 SEAL = "sha256"
+
+
+def json_digest(value: Any) -> str:
+    """SHA-256 (hex) of ``value`` as JSON with sorted keys, non-JSON values as ``str()``: the key of a
+    configuration (a zoo recipe, a training run, a long run, an experiment piece). Changing this
+    changes every key, so cached models, checkpoints and committed runs would no longer be found."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def record_digest(record: Mapping[str, Any]) -> str:

@@ -57,8 +57,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
-from advcore import attacks
+from advcore import attacks, checks, storage
 from advcore.models import apply_constraints
+from advcore.attacks import input_gradient, rotate  # noqa: F401 -- their home is attacks; notebook 04 imports them from here
 from advcore.storage import atomic_write_bytes
 
 if TYPE_CHECKING:  # pandas is imported lazily: only the frames need it
@@ -80,6 +81,8 @@ __all__ = [
     "ScaledGradientObjective",
     "StandardObjective",
     "StepOutput",
+    "TrainConfig",
+    "alpha_mix",
     "load_checkpoint",
     "model_structure",
     "save_checkpoint",
@@ -184,13 +187,34 @@ class StandardObjective(Objective):
 
 
 def _check_alpha(alpha: float) -> None:
-    if attacks._check_number(alpha, "alpha", minimum=0.0) > 1.0:
+    if checks.check_number(alpha, "alpha", minimum=0.0) > 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
 
 
 def _check_eps(eps: float, name: str = "eps") -> None:
     """A finite ``eps >= 0``; ``eps > 1`` warns (probably meant on the 0..255 scale)."""
-    attacks._check_number(eps, name, minimum=0.0)
+    checks.check_number(eps, name, minimum=0.0)
+
+
+def alpha_mix(clean_loss: Tensor, adv_loss: Tensor, alpha: float) -> Tensor:
+    """Goodfellow et al. 2015, Sec. 6: ``J~ = alpha J(x, y) + (1 - alpha) J(x_adv, y)`` (the paper: alpha = 0.5).
+
+    The one place the clean and the perturbed loss are mixed: the FGSM objective, its
+    controls (noise, rotation, scaled gradient, hidden layers) and PGD training with a clean
+    term (``alpha > 0``) all use it. Scalars in, a scalar out.
+    """
+    return alpha * clean_loss + (1.0 - alpha) * adv_loss
+
+
+def _mixed_step(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, alpha: float) -> StepOutput:
+    """The clean and the perturbed batch in one forward pass, their losses mixed by :func:`alpha_mix`."""
+    logits = model(torch.cat([x, x_adv]))
+    clean_logits, adv_logits = logits[: len(x)], logits[len(x):]
+    clean_loss = F.cross_entropy(clean_logits, y)
+    adv_loss = F.cross_entropy(adv_logits, y)
+    return StepOutput(loss=alpha_mix(clean_loss, adv_loss, alpha), clean_loss=clean_loss.detach(),
+                      clean_correct=_accuracy(clean_logits, y), adv_loss=adv_loss.detach(),
+                      adv_correct=_accuracy(adv_logits, y))
 
 
 class _MixObjective(Objective):
@@ -211,13 +235,7 @@ class _MixObjective(Objective):
         x_perturbed = self.perturb(model, x, y, generator)
         if not self.differentiable:
             x_perturbed = x_perturbed.detach()
-        logits = model(torch.cat([x, x_perturbed]))
-        clean_logits, adv_logits = logits[: len(x)], logits[len(x):]
-        clean_loss = F.cross_entropy(clean_logits, y)
-        adv_loss = F.cross_entropy(adv_logits, y)
-        loss = self.alpha * clean_loss + (1.0 - self.alpha) * adv_loss
-        return StepOutput(loss=loss, clean_loss=clean_loss.detach(), clean_correct=_accuracy(clean_logits, y),
-                          adv_loss=adv_loss.detach(), adv_correct=_accuracy(adv_logits, y))
+        return _mixed_step(model, x, x_perturbed, y, self.alpha)
 
 
 @dataclass(frozen=True)
@@ -271,20 +289,10 @@ class NoiseObjective(_MixObjective):
         return FGSMAttack(self.eps)
 
 
-def rotate(x: Tensor, degrees: Tensor) -> Tensor:
-    """Rotate each image of ``x`` (N, C, H, W) about its centre by ``degrees[i]`` (bilinear, zero fill)."""
-    radians = degrees.to(x) * (math.pi / 180.0)
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    zeros = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0.0, 1.0)
-
-
 def differentiable_input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """``grad_x J(model(x), y)`` (summed cross-entropy) as a function of the parameters.
 
-    Unlike :func:`input_gradient` the result keeps its graph (``create_graph=True``), so a
+    Unlike :func:`advcore.attacks.input_gradient` the result keeps its graph (``create_graph=True``), so a
     loss computed from it can be differentiated with respect to the parameters (double
     backpropagation). The model is in eval mode for this forward pass (dropout off), as in
     every attack; its mode is restored afterwards. Shape: ``x.shape``.
@@ -341,7 +349,7 @@ class RotationObjective(_MixObjective):
 
     def __post_init__(self) -> None:
         _check_alpha(self.alpha)
-        if attacks._check_number(self.degrees, "degrees", minimum=0.0) > 90:
+        if checks.check_number(self.degrees, "degrees", minimum=0.0) > 90:
             raise ValueError(f"degrees must be in [0, 90] (a small angle), got {self.degrees}.")
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
@@ -349,15 +357,6 @@ class RotationObjective(_MixObjective):
 
     def monitor(self) -> MonitorAttack:
         return FGSMAttack(self.monitor_eps)
-
-
-def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """``grad_x J(model(x), y)`` (summed cross-entropy), model in eval mode, parameters untouched."""
-    with attacks.attack_mode(model):
-        x = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad
 
 
 def scaled_gradient_step(x: Tensor, grad: Tensor, eps: float) -> Tensor:
@@ -423,7 +422,7 @@ class HiddenFGSMObjective(Objective):
         perturbations = [self.eps_hidden * g.sign() for g in grads]
         adv_logits, _ = model.forward_hidden(x, perturbations)
         adv_loss = F.cross_entropy(adv_logits, y)
-        loss = self.alpha * clean_loss + (1.0 - self.alpha) * adv_loss
+        loss = alpha_mix(clean_loss, adv_loss, self.alpha)
         return StepOutput(loss=loss, clean_loss=clean_loss.detach(), clean_correct=_accuracy(logits, y),
                           adv_loss=adv_loss.detach(), adv_correct=_accuracy(adv_logits, y))
 
@@ -455,8 +454,8 @@ class PGDObjective(Objective):
     def __post_init__(self) -> None:
         _check_eps(self.eps)
         _check_alpha(self.alpha)
-        attacks._check_int(self.steps, "steps", minimum=1)
-        attacks._check_number(self.step_size, "step_size", minimum=0.0, strict=True)
+        checks.check_int(self.steps, "steps", minimum=1)
+        checks.check_number(self.step_size, "step_size", minimum=0.0, strict=True)
         _check_warmup(self.warmup)
 
     def at(self, progress: float) -> "PGDObjective":
@@ -473,19 +472,14 @@ class PGDObjective(Objective):
         x_adv = attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                             random_start=self.random_start, generator=generator)
         if self.alpha > 0:
-            logits = model(torch.cat([x, x_adv]))
-            clean_logits, adv_logits = logits[: len(x)], logits[len(x):]
+            return _mixed_step(model, x, x_adv, y, self.alpha)
+        adv_logits = model(x_adv)
+        adv_loss = loss = F.cross_entropy(adv_logits, y)
+        # The monitoring pass must not touch batch-norm statistics; every submodule's own
+        # mode comes back afterwards (a frozen layer stays frozen).
+        with torch.no_grad(), attacks.eval_mode(model):
+            clean_logits = model(x)
             clean_loss = F.cross_entropy(clean_logits, y)
-            adv_loss = F.cross_entropy(adv_logits, y)
-            loss = self.alpha * clean_loss + (1 - self.alpha) * adv_loss
-        else:
-            adv_logits = model(x_adv)
-            adv_loss = loss = F.cross_entropy(adv_logits, y)
-            # The monitoring pass must not touch batch-norm statistics; every submodule's own
-            # mode comes back afterwards (a frozen layer stays frozen).
-            with torch.no_grad(), attacks.eval_mode(model):
-                clean_logits = model(x)
-                clean_loss = F.cross_entropy(clean_logits, y)
         return StepOutput(loss=loss, clean_loss=clean_loss.detach(), clean_correct=_accuracy(clean_logits, y),
                           adv_loss=adv_loss.detach(), adv_correct=_accuracy(adv_logits, y))
 
@@ -517,7 +511,7 @@ class FastFGSMObjective(Objective):
 
     def __post_init__(self) -> None:
         _check_eps(self.eps)
-        attacks._check_number(self.step_size, "step_size", minimum=0.0, strict=True)
+        checks.check_number(self.step_size, "step_size", minimum=0.0, strict=True)
         _check_warmup(self.warmup)
 
     def at(self, progress: float) -> "FastFGSMObjective":
@@ -539,11 +533,11 @@ class FastFGSMObjective(Objective):
 
     def monitor(self) -> MonitorAttack:
         # PGD, not the training attack: catastrophic overfitting is invisible to FGSM.
-        return PGDAttack(self.eps, 2.5 * self.eps / 10, 10)
+        return PGDAttack(self.eps, attacks.pgd_step_size(self.eps, 10), 10)
 
 
 def _check_warmup(warmup: object) -> None:
-    if attacks._check_number(warmup, "warmup", minimum=0.0) >= 1.0:
+    if checks.check_number(warmup, "warmup", minimum=0.0) >= 1.0:
         raise ValueError(f"warmup is a fraction of training in [0, 1), got {warmup}.")
 
 
@@ -755,7 +749,7 @@ def model_structure(model: nn.Module) -> dict[str, Any]:
 
 
 def _structure_digest(model: nn.Module) -> str:
-    return hashlib.sha256(json.dumps(model_structure(model), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return storage.json_digest(model_structure(model))[:16]
 
 
 def _training_modes(model: nn.Module) -> list[bool]:
@@ -786,7 +780,7 @@ def _restoring_modes(model: nn.Module) -> Iterator[list[bool]]:
 
 def _check_arguments(**values: Any) -> None:
     """The numeric options of :func:`train`, each with a message that names it."""
-    check_int, check_number = attacks._check_int, attacks._check_number
+    check_int, check_number = checks.check_int, checks.check_number
     check_int(values["epochs"], "epochs", minimum=0)
     check_int(values["batch_size"], "batch_size", minimum=1)
     check_int(values["eval_batch_size"], "eval_batch_size", minimum=1)
@@ -813,7 +807,7 @@ def _check_model_on_data(model: nn.Module, x: Tensor, y: Tensor, largest_label: 
     # the attacks check theirs (shape, number of classes, NaN, probabilities instead of logits).
     labels = y[:2].clone()
     labels[0] = largest_label
-    attacks._check_logits(logits, labels, grad_needed=False)
+    checks.check_logits(logits, labels, grad_needed=False)
 
 
 #: A training loss this many times its value over the first steps counts as diverging.
@@ -838,7 +832,7 @@ def _warn_if_diverging(history: "History") -> bool:
                 f"{DIVERGENCE_FACTOR:g} times its {start:.3g} at the start")
     else:
         return False
-    attacks._warn(f"The training loss {what}. Lower the learning rate (e.g. lr / 10), check that the "
+    checks.warn(f"The training loss {what}. Lower the learning rate (e.g. lr / 10), check that the "
                   "inputs are images in [0, 1] and the labels class indices, then train again from a "
                   "fresh model.")
     return True
@@ -862,8 +856,8 @@ def _evaluate(
     model: nn.Module, x: Tensor, y: Tensor, *, attack: MonitorAttack | None, batch_size: int,
     generator: torch.Generator, device: torch.device, precision: str | None = None,
 ) -> tuple[float, float, float, float]:
-    """Clean and adversarial (mean loss, accuracy) of ``model`` on ``(x, y)``; one host sync."""
-    with attacks.autocast(precision, device):
+    """Clean and adversarial (mean loss, accuracy) of ``model`` on ``(x, y)``, in eval mode; one host sync."""
+    with attacks.autocast(precision, device), attacks.eval_mode(model):
         return _evaluate_sums(model, x, y, attack=attack, batch_size=batch_size, generator=generator,
                               device=device)
 
@@ -872,7 +866,6 @@ def _evaluate_sums(
     model: nn.Module, x: Tensor, y: Tensor, *, attack: MonitorAttack | None, batch_size: int,
     generator: torch.Generator, device: torch.device,
 ) -> tuple[float, float, float, float]:
-    model.eval()
     sums = torch.zeros(4, device=device, dtype=torch.float64)
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device, non_blocking=True)
@@ -897,54 +890,338 @@ def _attack_name(attack: MonitorAttack | None) -> str | None:
     return attack.describe() if hasattr(attack, "describe") else repr(attack)
 
 
-def train(
-    model: nn.Module,
-    train_set: Dataset,
-    *,
-    objective: Objective | str = "standard",
-    val_set: Dataset | None = None,
-    epochs: int = 1,
-    batch_size: int = 128,
-    optimizer: Literal["adam", "sgd"] = "adam",
-    lr: float = 1e-3,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    lr_milestones: Sequence[float] = (),
-    lr_gamma: float = 0.1,
-    monitor: MonitorAttack | None | Literal["default"] = "default",
-    eval_train_examples: int | None = 1000,
-    eval_batch_size: int = 1000,
-    early_stopping: bool = False,
-    patience: int | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    checkpoint: str | Path | None = None,
-    until_epoch: int | None = None,
-    precision: attacks.Precision | None = None,
-    progress: bool = True,
-    description: str | None = None,
-) -> History:
-    """Train ``model`` in place on ``train_set`` with ``objective``; return its :class:`History`.
 
-    Args:
-        model: any ``nn.Module`` mapping [0, 1] images to logits (moved to ``device``).
-        train_set: a ``TensorDataset`` ``(x, y)`` (any map-style dataset of pairs works).
+
+# --------------------------------------------------------------------------- the configuration
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a training run does: every option of :func:`train` that changes its result, checked once.
+
+    The one list of training options: :func:`train` takes them as keywords (or a whole
+    ``config=``), the history records them and the checkpoint's key is computed from them
+    (:meth:`record`), so a checkpoint resumes only the run that wrote it. The zoo's recipes
+    become a training call in one place, :func:`advcore.zoo.training_options`.
+
+    Attributes:
         objective: an :class:`Objective` or its name (``"standard"``, ``"fgsm"``, ...).
-        val_set: validation data for the epoch records and early stopping.
-        epochs: passes over ``train_set``; each is shuffled by a generator seeded from ``seed``.
-        batch_size, optimizer, lr, momentum, weight_decay: the optimizer (Adam or SGD).
+        epochs: passes over the training set; each is shuffled by a generator seeded from ``seed``.
+        batch_size, optimizer, lr, momentum, weight_decay: the optimizer (Adam or SGD; ``momentum``
+            is SGD's).
         lr_milestones, lr_gamma: multiply the learning rate by ``lr_gamma`` at these
             fractions of training (e.g. ``(0.5, 0.75)``: Madry et al.'s CIFAR schedule).
         monitor: the attack behind the epoch records' adversarial columns,
             ``(model, x, y, generator) -> x_adv`` (:class:`FGSMAttack`, :class:`PGDAttack`);
             ``"default"``: the objective's own attack; ``None``: none (NaN columns).
         eval_train_examples: the first this-many training examples are evaluated after each
-            epoch (``None``: all; ``0``: none, NaN columns).
+            epoch (``None``: all; ``0``: none, NaN columns); ``eval_batch_size``: their batches.
         early_stopping: keep the weights of the epoch with the lowest adversarial validation
-            error (needs ``val_set`` and a monitor); ``patience``: stop after this many
+            error (needs a validation set and a monitor); ``patience``: stop after this many
             epochs without improvement (``None``: run all epochs, then restore the best).
         seed: seeds shuffling, random starts, noise and dropout; on CPU the same seed gives
-            the same result, bit for bit. The caller's global RNG state is left untouched.
+            the same result, bit for bit.
+        precision: arithmetic of the objective's forward passes (its attack included) and
+            of the epoch evaluations, see :func:`advcore.attacks.autocast`: ``None``
+            (float32), ``"bfloat16"`` (CPU with AVX-512 BF16/AMX, or CUDA) or ``"float16"``
+            (CUDA, with a gradient scaler).
+    """
+
+    objective: Objective | str = "standard"
+    epochs: int = 1
+    batch_size: int = 128
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_milestones: Sequence[float] = ()
+    lr_gamma: float = 0.1
+    monitor: MonitorAttack | None | Literal["default"] = "default"
+    eval_train_examples: int | None = 1000
+    eval_batch_size: int = 1000
+    early_stopping: bool = False
+    patience: int | None = None
+    seed: int = 0
+    precision: attacks.Precision | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.objective, str):
+            object.__setattr__(self, "objective", make_objective(self.objective))
+        _check_arguments(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
+        if isinstance(self.monitor, str) and self.monitor == "default":
+            object.__setattr__(self, "monitor", self.objective.monitor())
+        if self.early_stopping and self.monitor is None:
+            raise ValueError("early_stopping needs val_set and a monitor attack (the adversarial validation error).")
+        attacks.check_precision(self.precision)
+
+    def record(self, model: nn.Module, data: "_Data") -> dict[str, Any]:
+        """The run as the history records it and the checkpoint key hashes it (do not change the layout:
+        it keys every checkpoint, the committed long runs' included)."""
+        record: dict[str, Any] = {
+            "model": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "structure": _structure_digest(model),  # layers, activations, hyperparameters, shapes
+            "objective": self.objective.config(),
+            "monitor": _attack_name(self.monitor),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "momentum": self.momentum if self.optimizer == "sgd" else None,
+            "weight_decay": self.weight_decay,
+            "lr_milestones": list(self.lr_milestones),
+            "lr_gamma": self.lr_gamma,
+            "early_stopping": self.early_stopping,
+            "patience": self.patience,
+            "seed": self.seed,
+            "train_examples": len(data.x_train),
+            "val_examples": 0 if data.x_val is None else len(data.x_val),
+            "eval_train_examples": data.n_eval,
+            "data": data.fingerprint,
+        }
+        if self.precision is not None:  # absent for float32, so float32 checkpoints of older runs still resume
+            record["precision"] = self.precision
+        return record
+
+
+@dataclass
+class _Data:
+    """The training (and validation) tensors, checked, with the evaluated subset and a fingerprint."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor | None
+    y_val: Tensor | None
+    n_eval: int  # the training examples evaluated after each epoch
+    fingerprint: str  # of the content, so a checkpoint is never resumed on other data
+
+    @classmethod
+    def of(cls, train_set: Dataset, val_set: Dataset | None, eval_train_examples: int | None) -> "_Data":
+        x_train, y_train = _dataset_tensors(train_set)
+        if len(x_train) == 0:
+            raise ValueError("train_set is empty.")
+        x_val, y_val = _dataset_tensors(val_set) if val_set is not None else (None, None)
+        # The conventions of the attacks: images in [0, 1] (not normalized, no NaN), labels (N,) of class indices.
+        y_train = checks.check_labels(y_train, checks.check_images(x_train))
+        if x_val is not None:
+            y_val = checks.check_labels(y_val, checks.check_images(x_val))
+        n_eval = len(x_train) if eval_train_examples is None else min(eval_train_examples, len(x_train))
+        fingerprint = _fingerprint(x_train, y_train) + ("" if x_val is None else "/" + _fingerprint(x_val, y_val))
+        return cls(x_train, y_train, x_val, y_val, n_eval, fingerprint)
+
+    def to(self, device: torch.device) -> "_Data":
+        moved = [None if t is None else t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val)]
+        return _Data(*moved, self.n_eval, self.fingerprint)
+
+    @property
+    def largest_label(self) -> int:
+        return int(max(self.y_train.max(), -1 if self.y_val is None else self.y_val.max()))
+
+
+# --------------------------------------------------------------------------- the state of a run
+
+
+@dataclass
+class _Run:
+    """Everything a training run carries from epoch to epoch: what a checkpoint saves and restores."""
+
+    model: nn.Module
+    config: TrainConfig
+    data: _Data
+    device: torch.device
+    key: str  # of the configuration (:meth:`TrainConfig.record`): a checkpoint of another run is refused
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    shuffle_gen: torch.Generator
+    noise_gen: torch.Generator  # random starts, noise, rotations
+    history: History
+    best_metric: float = math.inf
+    best_state: dict[str, Tensor] | None = None
+    bad_epochs: int = 0
+    epoch: int = 0  # epochs done
+    diverging: bool = False  # warned once
+
+    @classmethod
+    def start(cls, model: nn.Module, config: TrainConfig, data: _Data, device: torch.device,
+              record: dict[str, Any]) -> "_Run":
+        """A fresh run of ``model`` (already on ``device``) whose configuration is ``record``."""
+        optimizer = _make_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+        # float16 gradients underflow without loss scaling; a disabled scaler passes everything through.
+        scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "float16")
+        return cls(model, config, data, device, storage.json_digest(record), optimizer, scaler,
+                   shuffle_gen=torch.Generator().manual_seed(config.seed),
+                   noise_gen=torch.Generator(device=device).manual_seed(config.seed + 1),
+                   history=History(config=record))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.x_train) / self.config.batch_size)
+
+
+def _checkpoint_state(run: _Run, *, finished: bool) -> dict[str, Any]:
+    """The full state after ``run.epoch`` epochs: resuming from it continues bit for bit (on CPU)."""
+    cuda = run.device.type == "cuda"
+    return {
+        "format": 1, "config_key": run.key, "epoch": run.epoch, "finished": finished,
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "shuffle_rng": run.shuffle_gen.get_state(), "noise_rng": run.noise_gen.get_state(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "torch_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None,
+        "history": run.history.to_dict(), "best_metric": run.best_metric, "bad_epochs": run.bad_epochs,
+        "best_model": run.best_state,
+    }
+
+
+def _resume(run: _Run, checkpoint: Path) -> None:
+    """Restore ``run`` from the checkpoint file (written by :func:`_checkpoint_state` of the same run)."""
+    state = load_checkpoint(checkpoint, map_location=run.device)
+    # config_key None: rebuilt by advcore.longrun, which has checked the run's recipe itself.
+    if state.get("config_key") is not None and state["config_key"] != run.key:
+        raise CheckpointMismatchError(
+            f"The checkpoint {checkpoint} was written by a different training configuration "
+            "(model structure, data, objective or optimizer settings); "
+            "delete it or pass another `checkpoint` path to start afresh."
+        )
+    run.model.load_state_dict(state["model"])
+    if state.get("optimizer") is not None:  # None: rebuilt from committed weights, a fresh optimizer
+        run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.shuffle_gen.set_state(state["shuffle_rng"].cpu())
+    run.noise_gen.set_state(state["noise_rng"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if run.device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), run.device)
+    run.history = History.from_dict(state["history"])
+    run.best_metric, run.bad_epochs, run.epoch = state["best_metric"], state["bad_epochs"], state["epoch"]
+    run.best_state = state.get("best_model")
+    if state.get("finished"):
+        run.epoch = run.config.epochs
+
+
+# --------------------------------------------------------------------------- one epoch
+
+
+def _fit_epoch(run: _Run, training_modes: list[bool], bar: Any) -> None:
+    """One pass over the shuffled training set: for each batch, the objective and an optimizer step."""
+    config, data, epoch = run.config, run.data, run.epoch
+    epoch_lr = _lr_at(epoch, config.epochs, config.lr, config.lr_milestones, config.lr_gamma)
+    for group in run.optimizer.param_groups:
+        group["lr"] = epoch_lr
+    first_step, total_steps = epoch * run.steps_per_epoch, max(config.epochs * run.steps_per_epoch, 1)
+    order = torch.randperm(len(data.x_train), generator=run.shuffle_gen).to(run.device)
+    records: list[Tensor] = []
+    _set_modes(run.model, training_modes)  # train(), but a layer the caller froze stays frozen
+    for step in range(run.steps_per_epoch):
+        index = order[step * config.batch_size:(step + 1) * config.batch_size]
+        # An objective with a schedule (PGD's eps warm-up) is asked for this step's version.
+        objective = config.objective.at((first_step + step) / total_steps) if hasattr(config.objective, "at") \
+            else config.objective
+        records.append(_train_step(run, objective, data.x_train[index], data.y_train[index]))
+        bar.update(1)
+    _record_steps(run.history, epoch, first_step, epoch_lr, records)
+
+
+def _train_step(run: _Run, objective: Objective, xb: Tensor, yb: Tensor) -> Tensor:
+    """One optimizer step on the objective's loss; returns the step's record (stays on the device)."""
+    with attacks.autocast(run.config.precision, run.device):
+        out = objective(run.model, xb, yb, run.noise_gen)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(out.loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    apply_constraints(run.model)  # e.g. the maxout networks' max-norm (Goodfellow et al. 2013)
+    loss = out.loss.detach().float()
+    nan = loss.new_full((), math.nan)  # the standard objective has no perturbed batch
+    return torch.stack([
+        loss, out.clean_loss.float(), out.clean_correct.float(),
+        nan if out.adv_loss is None else out.adv_loss.float(),
+        nan if out.adv_correct is None else out.adv_correct.float(),
+    ])
+
+
+def _record_steps(history: History, epoch: int, first_step: int, lr: float, records: list[Tensor]) -> None:
+    """Append an epoch's step records to the history (copied to the host once per epoch)."""
+    for i, (loss, c_loss, c_acc, a_loss, a_acc) in enumerate(torch.stack(records).cpu().tolist()):
+        row = {"epoch": epoch + 1, "step": first_step + i + 1, "lr": lr, "loss": loss,
+               "clean_loss": c_loss, "clean_acc": c_acc, "adv_loss": a_loss, "adv_acc": a_acc}
+        for key, value in row.items():
+            history.steps[key].append(value)
+
+
+def _evaluate_epoch(run: _Run, started: float, bar: Any) -> None:
+    """The epoch's record: clean and monitored (adversarial) loss and accuracy, training subset and validation."""
+    config, data, epoch = run.config, run.data, run.epoch
+    # The epoch's evaluations draw from their own generator, seeded by epoch, so they
+    # never shift the training stream of random numbers.
+    generator = torch.Generator(device=run.device).manual_seed(config.seed * 1_000_003 + epoch + 17)
+    options = dict(attack=config.monitor, batch_size=config.eval_batch_size, generator=generator, device=run.device,
+                   precision=config.precision)
+    train_metrics = val_metrics = (math.nan,) * 4
+    if data.n_eval > 0:
+        train_metrics = _evaluate(run.model, data.x_train[:data.n_eval], data.y_train[:data.n_eval], **options)
+    if data.x_val is not None:
+        val_metrics = _evaluate(run.model, data.x_val, data.y_val, **options)
+    lr = _lr_at(epoch, config.epochs, config.lr, config.lr_milestones, config.lr_gamma)
+    row = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps_per_epoch, "lr": lr,
+           "train_clean_loss": train_metrics[0], "train_clean_acc": train_metrics[1],
+           "train_adv_loss": train_metrics[2], "train_adv_acc": train_metrics[3],
+           "val_clean_loss": val_metrics[0], "val_clean_acc": val_metrics[1],
+           "val_adv_loss": val_metrics[2], "val_adv_acc": val_metrics[3],
+           "seconds": time.perf_counter() - started}
+    for key, value in row.items():
+        run.history.epochs[key].append(value)
+    run.diverging = run.diverging or _warn_if_diverging(run.history)
+    bar.set_postfix(epoch=epoch + 1, train_adv_acc=f"{train_metrics[3]:.3f}",
+                    val_acc=f"{val_metrics[1]:.3f}", val_adv_acc=f"{val_metrics[3]:.3f}")
+
+
+def _early_stopping(run: _Run) -> bool:
+    """Keep the best epoch's weights (lowest adversarial validation error); True when the patience ran out."""
+    if not run.config.early_stopping:
+        return False
+    metric = 1.0 - run.history.epochs["val_adv_acc"][-1]  # adversarial validation error
+    stop = False
+    if metric < run.best_metric:
+        run.best_metric, run.bad_epochs, run.history.best_epoch = metric, 0, run.epoch + 1
+        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    else:
+        run.bad_epochs += 1
+        stop = run.config.patience is not None and run.bad_epochs >= run.config.patience
+    run.history.stopped_early = stop
+    return stop
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(
+    model: nn.Module,
+    train_set: Dataset,
+    config: TrainConfig | None = None,
+    *,
+    val_set: Dataset | None = None,
+    device: str | torch.device | None = None,
+    checkpoint: str | Path | None = None,
+    until_epoch: int | None = None,
+    progress: bool = True,
+    description: str | None = None,
+    **options: Any,
+) -> History:
+    """Train ``model`` in place on ``train_set``; return its :class:`History`.
+
+    For each epoch: for each shuffled batch, the objective's loss and an optimizer step
+    (:func:`_fit_epoch`); then the epoch's evaluation (:func:`_evaluate_epoch`), early
+    stopping (:func:`_early_stopping`) and a checkpoint (:func:`_checkpoint_state`).
+
+    Args:
+        model: any ``nn.Module`` mapping [0, 1] images to logits (moved to ``device``).
+        train_set: a ``TensorDataset`` ``(x, y)`` (any map-style dataset of pairs works).
+        config, **options: what to train: a :class:`TrainConfig`, or its fields as keywords
+            (``objective=``, ``epochs=``, ``lr=``, ...; keywords replace fields of ``config``).
+        val_set: validation data for the epoch records and early stopping.
         device: where to train (default: CUDA when available). The data is moved there once.
         checkpoint: a file path. After each epoch the full state (model, optimizer, RNG
             states, history, best weights) is written there atomically; if the file exists,
@@ -957,15 +1234,12 @@ def train(
         until_epoch: stop after this epoch (checkpointed) instead of ``epochs``: one piece of
             a long run; calling again with the same arguments continues. The schedule (and
             the history's config) is still the one of ``epochs``.
-        precision: arithmetic of the objective's forward passes (its attack included) and
-            of the epoch evaluations, see :func:`advcore.attacks.autocast`: ``None``
-            (float32), ``"bfloat16"`` (CPU with AVX-512 BF16/AMX, or CUDA) or ``"float16"``
-            (CUDA, with a gradient scaler). Recorded in the history's config.
         progress: show a ``tqdm`` progress bar; ``description`` labels it.
 
-    Speed: a conv net trains channels-last where that pays (:data:`advcore.attacks.CHANNELS_LAST`:
-    CUDA and AVX-512 CPUs; :func:`advcore.attacks.fast_memory_format` hands the model back in
-    its own layout).
+    The seed makes a run reproducible (on CPU bit for bit); the caller's global RNG state is
+    left untouched. Speed: a conv net trains channels-last where that pays
+    (:data:`advcore.attacks.CHANNELS_LAST`: CUDA and AVX-512 CPUs;
+    :func:`advcore.attacks.fast_memory_format` hands the model back in its own layout).
 
     Modes: while training, every submodule is in training mode, except that in a model in
     training mode a submodule the caller put in ``eval()`` (a frozen batch-norm layer) stays
@@ -981,195 +1255,53 @@ def train(
         The :class:`History`. The model holds the final weights, or the best epoch's
         weights with ``early_stopping``.
     """
-    if isinstance(objective, str):
-        objective = make_objective(objective)
-    if until_epoch is not None:
-        attacks._check_int(until_epoch, "until_epoch", minimum=1)
-    _check_arguments(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, lr=lr,
-                     momentum=momentum, weight_decay=weight_decay, lr_gamma=lr_gamma, lr_milestones=lr_milestones,
-                     patience=patience, eval_train_examples=eval_train_examples)
-    if monitor == "default":
-        monitor = objective.monitor()
-    if early_stopping and (val_set is None or monitor is None):
-        raise ValueError("early_stopping needs val_set and a monitor attack (the adversarial validation error).")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-    x_train, y_train = _dataset_tensors(train_set)
-    if len(x_train) == 0:
-        raise ValueError("train_set is empty.")
-    x_val, y_val = _dataset_tensors(val_set) if val_set is not None else (None, None)
-    # The conventions of the attacks: images in [0, 1] (not normalized, no NaN), labels (N,) of class indices.
-    y_train = attacks._check_labels(y_train, attacks._check_images(x_train))
-    if x_val is not None:
-        y_val = attacks._check_labels(y_val, attacks._check_images(x_val))
-    n_eval = len(x_train) if eval_train_examples is None else min(eval_train_examples, len(x_train))
-
-    config: dict[str, Any] = {
-        "model": type(model).__name__,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "structure": _structure_digest(model),  # layers, activations, hyperparameters, shapes
-        "objective": objective.config(),
-        "monitor": _attack_name(monitor),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "lr": lr,
-        "momentum": momentum if optimizer == "sgd" else None,
-        "weight_decay": weight_decay,
-        "lr_milestones": list(lr_milestones),
-        "lr_gamma": lr_gamma,
-        "early_stopping": early_stopping,
-        "patience": patience,
-        "seed": seed,
-        "train_examples": len(x_train),
-        "val_examples": 0 if x_val is None else len(x_val),
-        "eval_train_examples": n_eval,
-        "data": _fingerprint(x_train, y_train) + ("" if x_val is None else "/" + _fingerprint(x_val, y_val)),
-    }
-    if precision is not None:  # absent for float32, so float32 checkpoints of older runs still resume
-        config["precision"] = attacks.check_precision(precision)
-        if precision == "float16" and device.type != "cuda":
-            raise ValueError("precision='float16' needs CUDA; on the CPU use 'bfloat16' or None (float32).")
-    config_key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-
-    model.to(device)
-    x_train, y_train = x_train.to(device), y_train.to(device)
-    if x_val is not None:
-        x_val, y_val = x_val.to(device), y_val.to(device)
-    opt = _make_optimizer(optimizer, model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    shuffle_gen = torch.Generator().manual_seed(seed)
-    noise_gen = torch.Generator(device=device).manual_seed(seed + 1)  # random starts, noise, rotations
-
-    # float16 gradients underflow without loss scaling; a disabled scaler passes everything through.
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "float16")
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    config = TrainConfig(**options) if config is None else dataclasses.replace(config, **options)
+    run = _start(model, train_set, val_set, config, device, until_epoch)
+    last_epoch = config.epochs if until_epoch is None else min(until_epoch, config.epochs)
+    fork_devices = [run.device.index or 0] if run.device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices), _restoring_modes(model) as training_modes, \
-            attacks.fast_memory_format(model, x_train[:1]):
-        _check_model_on_data(model, x_train, y_train, int(max(y_train.max(), -1 if y_val is None else y_val.max())))
-        torch.manual_seed(seed)  # dropout masks
-        diverging = False
-        history = History(config=config)
-        best_metric, best_state, bad_epochs, start_epoch = math.inf, None, 0, 0
+            attacks.fast_memory_format(model, run.data.x_train[:1]):
+        _check_model_on_data(model, run.data.x_train, run.data.y_train, run.data.largest_label)
+        torch.manual_seed(config.seed)  # dropout masks
         if checkpoint is not None and Path(checkpoint).exists():
-            state = load_checkpoint(checkpoint, map_location=device)
-            # config_key None: rebuilt by advcore.longrun, which has checked the run's recipe itself.
-            if state.get("config_key") is not None and state["config_key"] != config_key:
-                raise CheckpointMismatchError(
-                    f"The checkpoint {checkpoint} was written by a different training configuration "
-                    "(model structure, data, objective or optimizer settings); "
-                    "delete it or pass another `checkpoint` path to start afresh."
-                )
-            model.load_state_dict(state["model"])
-            if state.get("optimizer") is not None:
-                opt.load_state_dict(state["optimizer"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            shuffle_gen.set_state(state["shuffle_rng"].cpu())
-            noise_gen.set_state(state["noise_rng"].cpu())
-            torch.set_rng_state(state["torch_rng"].cpu())
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-            history = History.from_dict(state["history"])
-            best_metric, bad_epochs, start_epoch = state["best_metric"], state["bad_epochs"], state["epoch"]
-            best_state = state.get("best_model")
-            if state.get("finished"):
-                start_epoch = epochs
-
-        steps_per_epoch = math.ceil(len(x_train) / batch_size)
-        total_steps = max(epochs * steps_per_epoch, 1)
-        scheduled = hasattr(objective, "at")
-        from tqdm.auto import tqdm
-
-        last_epoch = epochs if until_epoch is None else min(until_epoch, epochs)
-        # The bar (and its ETA) covers what this call trains: a piece of a long run, or all of it.
-        with tqdm(total=last_epoch * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
-                  desc=description or f"{type(model).__name__} ({objective.name})", unit="step",
-                  leave=False, dynamic_ncols=True) as bar:
-            for epoch in range(start_epoch, last_epoch):
+            _resume(run, Path(checkpoint))
+        with _progress_bar(run, last_epoch, progress, description) as bar:
+            for epoch in range(run.epoch, last_epoch):
                 started = time.perf_counter()
-                epoch_lr = _lr_at(epoch, epochs, lr, lr_milestones, lr_gamma)
-                for group in opt.param_groups:
-                    group["lr"] = epoch_lr
-                first_step = epoch * steps_per_epoch
-                order = torch.randperm(len(x_train), generator=shuffle_gen).to(device)
-                records: list[Tensor] = []
-                nan = torch.tensor(math.nan, device=device)
-                _set_modes(model, training_modes)  # train(), but a layer the caller froze stays frozen
-                for step in range(steps_per_epoch):
-                    index = order[step * batch_size:(step + 1) * batch_size]
-                    xb, yb = x_train[index], y_train[index]
-                    # An objective with a schedule (PGD's eps warm-up) is asked for this step's version.
-                    step_objective = objective.at((first_step + step) / total_steps) if scheduled else objective
-                    with attacks.autocast(precision, device):
-                        out = step_objective(model, xb, yb, noise_gen)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(out.loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    apply_constraints(model)  # e.g. the maxout networks' max-norm (Goodfellow et al. 2013)
-                    # Stay on the device: the records are copied to the host once per epoch.
-                    records.append(torch.stack([
-                        out.loss.detach().float(), out.clean_loss.float(), out.clean_correct.float(),
-                        nan if out.adv_loss is None else out.adv_loss.float(),
-                        nan if out.adv_correct is None else out.adv_correct.float(),
-                    ]))
-                    bar.update(1)
-
-                for i, (loss, c_loss, c_acc, a_loss, a_acc) in enumerate(torch.stack(records).cpu().tolist()):
-                    row = {"epoch": epoch + 1, "step": first_step + i + 1, "lr": epoch_lr, "loss": loss,
-                           "clean_loss": c_loss, "clean_acc": c_acc, "adv_loss": a_loss, "adv_acc": a_acc}
-                    for key, value in row.items():
-                        history.steps[key].append(value)
-
-                # The epoch's evaluations draw from their own generator, seeded by epoch, so they
-                # never shift the training stream of random numbers.
-                eval_gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 17)
-                train_metrics = (math.nan,) * 4
-                if n_eval > 0:
-                    train_metrics = _evaluate(model, x_train[:n_eval], y_train[:n_eval], attack=monitor,
-                                              batch_size=eval_batch_size, generator=eval_gen, device=device,
-                                              precision=precision)
-                val_metrics = (math.nan,) * 4
-                if x_val is not None:
-                    val_metrics = _evaluate(model, x_val, y_val, attack=monitor, batch_size=eval_batch_size,
-                                            generator=eval_gen, device=device, precision=precision)
-                row = {"epoch": epoch + 1, "step": first_step + steps_per_epoch, "lr": epoch_lr,
-                       "train_clean_loss": train_metrics[0], "train_clean_acc": train_metrics[1],
-                       "train_adv_loss": train_metrics[2], "train_adv_acc": train_metrics[3],
-                       "val_clean_loss": val_metrics[0], "val_clean_acc": val_metrics[1],
-                       "val_adv_loss": val_metrics[2], "val_adv_acc": val_metrics[3],
-                       "seconds": time.perf_counter() - started}
-                for key, value in row.items():
-                    history.epochs[key].append(value)
-                diverging = diverging or _warn_if_diverging(history)
-                bar.set_postfix(epoch=epoch + 1, train_adv_acc=f"{train_metrics[3]:.3f}",
-                                val_acc=f"{val_metrics[1]:.3f}", val_adv_acc=f"{val_metrics[3]:.3f}")
-
-                stop = False
-                if early_stopping:
-                    metric = 1.0 - val_metrics[3]  # adversarial validation error
-                    if metric < best_metric:
-                        best_metric, bad_epochs, history.best_epoch = metric, 0, epoch + 1
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    else:
-                        bad_epochs += 1
-                        stop = patience is not None and bad_epochs >= patience
-                    history.stopped_early = stop
-                finished = stop or epoch + 1 == epochs
+                _fit_epoch(run, training_modes, bar)
+                _evaluate_epoch(run, started, bar)
+                stop = _early_stopping(run)
+                run.epoch = epoch + 1
                 if checkpoint is not None:
-                    save_checkpoint(checkpoint, {
-                        "format": 1, "config_key": config_key, "epoch": epoch + 1, "finished": finished,
-                        "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "shuffle_rng": shuffle_gen.get_state(), "noise_rng": noise_gen.get_state(),
-                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                        "torch_rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        "history": history.to_dict(), "best_metric": best_metric, "bad_epochs": bad_epochs,
-                        "best_model": best_state,
-                    })
+                    save_checkpoint(checkpoint, _checkpoint_state(run, finished=stop or run.epoch == config.epochs))
                 if stop:
                     break
+    if config.early_stopping and run.best_state is not None and (
+            run.history.stopped_early or len(run.history) == config.epochs):
+        model.load_state_dict(run.best_state)
+    return run.history
 
-    if early_stopping and best_state is not None and (history.stopped_early or len(history) == epochs):
-        model.load_state_dict(best_state)
-    return history
+
+def _start(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config: TrainConfig,
+           device: str | torch.device | None, until_epoch: int | None) -> _Run:
+    """Check the arguments and the data, move both to the device, and set up a fresh run."""
+    if until_epoch is not None:
+        checks.check_int(until_epoch, "until_epoch", minimum=1)
+    if config.early_stopping and val_set is None:
+        raise ValueError("early_stopping needs val_set and a monitor attack (the adversarial validation error).")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.precision == "float16" and device.type != "cuda":
+        raise ValueError("precision='float16' needs CUDA; on the CPU use 'bfloat16' or None (float32).")
+    data = _Data.of(train_set, val_set, config.eval_train_examples)
+    record = config.record(model, data)
+    model.to(device)
+    return _Run.start(model, config, data.to(device), device, record)
+
+
+def _progress_bar(run: _Run, last_epoch: int, progress: bool, description: str | None) -> Any:
+    """A ``tqdm`` bar over what this call trains (a piece of a long run, or all of it), with its ETA."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=last_epoch * run.steps_per_epoch, initial=run.epoch * run.steps_per_epoch,
+                disable=not progress, desc=description or f"{type(run.model).__name__} ({run.config.objective.name})",
+                unit="step", leave=False, dynamic_ncols=True)

@@ -50,23 +50,20 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from advcore import data, models, storage
+from advcore.papers import ALPHA, CIFAR_EPS, MADRY_EPS, MNIST_EPS  # the papers' settings, one home
 from advcore import train as training
 from advcore.profiles import Profile, current_profile, default_device
 
 if TYPE_CHECKING:
     from advcore import longrun
 
-__all__ = ["Recipe", "committed_run", "describe", "entry_dir", "get", "history", "model_key", "monitor_attack", "names",
+__all__ = ["ARCHITECTURES", "Architecture", "Recipe", "committed_run", "describe", "entry_dir", "get", "history", "model_key", "monitor_attack", "names",
            "profile_recipe", "recipe", "train_all", "trained_alike", "training_text"]
 
 log = logging.getLogger(__name__)
 
 ZOO_FORMAT = 2  # bump when the cache layout, a model's parameter layout or the training code changes
 
-MNIST_EPS = 0.25  # Goodfellow et al.: FGSM eps on MNIST
-MADRY_EPS = 0.3  # Madry et al.: MNIST eps
-CIFAR_EPS = 8 / 255  # Madry et al.: CIFAR-10 eps
-ALPHA = 0.5  # the lecture: J~ = alpha J(x) + (1 - alpha) J(x_adv), alpha = 0.5
 ROTATION_DEGREES = 15.0  # the "small rotations" control: angle of the rotation towards the gradient
 HIDDEN_EPS = 0.1  # FGSM size on hidden activations (sigmoid units live in [0, 1])
 
@@ -284,17 +281,13 @@ def names() -> list[str]:
     return list(_recipes(current_profile("smoke")))
 
 
-def _resolve_profile(profile: Profile | str | None) -> Profile:
-    return profile if isinstance(profile, Profile) else current_profile(profile)
-
-
 def profile_recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
     """The recipe that ``profile`` (default: the current profile) trains for zoo entry ``name``.
 
     Raises:
         KeyError: not a zoo name (the message lists them).
     """
-    table = _recipes(_resolve_profile(profile))
+    table = _recipes(current_profile(profile))
     if name not in table:
         import difflib
 
@@ -314,7 +307,7 @@ def recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
     Raises:
         KeyError: not a zoo name (the message lists them).
     """
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     own = profile_recipe(name, profile=prof)
     run = committed_run(name, profile=prof)
     return profile_recipe(name, profile=run.profile) if run is not None else own
@@ -329,7 +322,7 @@ def committed_run(name: str, *, profile: Profile | str | None = None) -> "longru
     """
     from advcore import longrun  # longrun builds on the zoo's recipes: imported when needed
 
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     run = longrun.RUNS.get(name)
     if not prof.committed_runs or run is None or run.zoo_name != name:
         return None
@@ -344,37 +337,22 @@ def committed_run(name: str, *, profile: Profile | str | None = None) -> "longru
 
 def cache_key(name: str, *, profile: Profile | str | None = None) -> str:
     """The SHA-256 of the recipe (and of the victim's key for a surrogate) and the zoo format."""
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     rec = profile_recipe(name, profile=prof)
     payload = {"format": ZOO_FORMAT, "profile": prof.name, "recipe": rec.to_dict()}
     if rec.victim is not None:
         payload["victim"] = cache_key(rec.victim, profile=prof)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return storage.json_digest(payload)
 
 
 def entry_dir(name: str, *, profile: Profile | str | None = None) -> Path:
     """``cache_dir() / "zoo" / <profile> / <name>``: where the entry is cached."""
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     profile_recipe(name, profile=prof)  # validates the name
     return data.cache_dir() / "zoo" / prof.name / name
 
 
 # =========================================================================== descriptions
-
-
-def _architecture_text(rec: Recipe) -> str:
-    opts = rec.architecture_options
-    if rec.architecture == "softmax":
-        return "softmax regression"
-    if rec.architecture == "maxout":
-        return f"maxout MLP {opts['layers']}x{opts['hidden']} units ({opts['pieces']} pieces, dropout)"
-    if rec.architecture == "mlp":
-        return f"{opts['activation']} MLP {'x'.join(map(str, opts['hidden']))}"
-    if rec.architecture == "cnn":
-        return "Madry CNN (conv32-conv64-fc1024)"
-    if rec.architecture == "resnet":
-        return f"pre-activation ResNet-18 (width {opts['width']})"
-    return rec.architecture
 
 
 def _objective_text(rec: Recipe) -> str:
@@ -398,7 +376,7 @@ def _objective_text(rec: Recipe) -> str:
 
 def describe(name: str, *, profile: Profile | str | None = None) -> str:
     """One line: architecture, objective, eps, epochs and data size of zoo entry ``name``."""
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     rec = recipe(name, profile=prof)
     if rec.data == "cifar10":
         data_text = f"{rec.sizes['cifar_train']:,} CIFAR-10 training images"
@@ -410,7 +388,8 @@ def describe(name: str, *, profile: Profile | str | None = None) -> str:
     seed = f", seed {rec.seed}" if rec.seed else ""
     run = committed_run(name, profile=prof)
     committed = f"; the paper-scale run committed in results/runs/{name}" if run is not None else ""
-    return (f"{name}: {_architecture_text(rec)}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}, "
+    architecture = ARCHITECTURES[rec.architecture].describe(rec.architecture_options)
+    return (f"{name}: {architecture}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}, "
             f"{rec.epochs} epochs of batch {rec.batch_size}{stopping}; {data_text}{seed}{committed} "
             f"[{prof.name} profile]")
 
@@ -422,7 +401,7 @@ def training_text(name: str, *, profile: Profile | str | None = None) -> str:
     max-norm 1.9365 (the paper-scale run committed in `results/runs/maxout`)", or "10,000 MNIST
     training images for 5 epochs with Adam (the `cpu` profile's recipe)".
     """
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     rec = recipe(name, profile=prof)
     if rec.optimizer == "adam":
         optimizer = "Adam"
@@ -446,7 +425,7 @@ def trained_alike(*names: str, profile: Profile | str | None = None) -> bool:
     models that were not trained alike (e.g. one committed paper-scale run beside one short
     profile run), their differences mix the objective with the budget, and it says so.
     """
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
 
     def budget(name: str) -> tuple[Any, ...]:
         rec = recipe(name, profile=prof)
@@ -459,22 +438,36 @@ def trained_alike(*names: str, profile: Profile | str | None = None) -> bool:
 # =========================================================================== building and training
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture the zoo can build: ``build(options) -> nn.Module`` and ``describe(options) -> str``."""
+
+    build: Callable[[dict[str, Any]], nn.Module]
+    describe: Callable[[dict[str, Any]], str]
+
+
+#: The zoo's architectures by a recipe's ``architecture`` name: how to build one and how to name it.
+ARCHITECTURES: dict[str, Architecture] = {
+    "softmax": Architecture(lambda opts: models.SoftmaxRegression(), lambda opts: "softmax regression"),
+    "maxout": Architecture(
+        lambda opts: models.MaxoutMLP(opts["hidden"], pieces=opts["pieces"], layers=opts["layers"],
+                                      input_dropout=opts["input_dropout"], dropout=opts["dropout"],
+                                      max_norm=opts.get("max_norm")),
+        lambda opts: f"maxout MLP {opts['layers']}x{opts['hidden']} units ({opts['pieces']} pieces, dropout)"),
+    "mlp": Architecture(
+        lambda opts: models.HiddenPerturbMLP(tuple(opts["hidden"]), activation=opts["activation"]),
+        lambda opts: f"{opts['activation']} MLP {'x'.join(map(str, opts['hidden']))}"),
+    "cnn": Architecture(lambda opts: models.MadryCNN(), lambda opts: "Madry CNN (conv32-conv64-fc1024)"),
+    "resnet": Architecture(lambda opts: models.PreActResNet18(width=opts["width"]),
+                           lambda opts: f"pre-activation ResNet-18 (width {opts['width']})"),
+}
+
+
 def build_model(rec: Recipe) -> nn.Module:
     """An untrained model of the recipe's architecture (deterministic given the global seed)."""
-    opts = rec.architecture_options
-    if rec.architecture == "softmax":
-        return models.SoftmaxRegression()
-    if rec.architecture == "maxout":
-        return models.MaxoutMLP(opts["hidden"], pieces=opts["pieces"], layers=opts["layers"],
-                                input_dropout=opts["input_dropout"], dropout=opts["dropout"],
-                                max_norm=opts.get("max_norm"))
-    if rec.architecture == "mlp":
-        return models.HiddenPerturbMLP(tuple(opts["hidden"]), activation=opts["activation"])
-    if rec.architecture == "cnn":
-        return models.MadryCNN()
-    if rec.architecture == "resnet":
-        return models.PreActResNet18(width=opts["width"])
-    raise ValueError(f"Unknown architecture {rec.architecture!r}.")
+    if rec.architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {rec.architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    return ARCHITECTURES[rec.architecture].build(rec.architecture_options)
 
 
 def monitor_attack(spec: dict[str, Any]) -> training.MonitorAttack:
@@ -524,20 +517,23 @@ def initial_model(rec: Recipe) -> nn.Module:
 
 
 def training_options(rec: Recipe, prof: Profile) -> tuple[TensorDataset, dict[str, Any]]:
-    """``(train_set, keyword arguments of advcore.train.train)`` that train the recipe's model.
+    """``(train_set, keyword arguments of advcore.train.train)`` that train the recipe's model:
+    the run's :class:`advcore.train.TrainConfig` (``config``), ``val_set`` and ``device``.
 
     The one place a recipe becomes a training call: the zoo and the long runs of
-    :mod:`advcore.longrun` both use it, so the same recipe trains the same way everywhere.
+    :mod:`advcore.longrun` both use it, so the same recipe trains the same way everywhere. (A
+    recipe keeps its own flat fields: their dict is the key of the committed long runs.)
     """
     train_set, val_set = _training_data(rec, prof)
-    return train_set, dict(
+    config = training.TrainConfig(
         objective=training.make_objective(rec.objective, **rec.objective_options),
-        val_set=val_set, epochs=rec.epochs, batch_size=rec.batch_size, optimizer=rec.optimizer,
+        epochs=rec.epochs, batch_size=rec.batch_size, optimizer=rec.optimizer,
         lr=rec.lr, weight_decay=rec.weight_decay, lr_milestones=rec.lr_milestones,
         monitor=monitor_attack(rec.monitor), eval_train_examples=max(prof.mnist_val // 2, 100),
         eval_batch_size=prof.eval_batch_size, early_stopping=rec.early_stopping, patience=rec.patience,
-        seed=rec.seed, device=default_device(),
+        seed=rec.seed,
     )
+    return train_set, dict(config=config, val_set=val_set, device=default_device())
 
 
 def _train_entry(name: str, prof: Profile, folder: Path, key: str) -> None:
@@ -647,7 +643,7 @@ def ensure(name: str, *, profile: Profile | str | None = None) -> Path:
         KeyError: not a zoo name.
         advcore.data.DataUnavailableError: the entry's data (CIFAR-10) is unavailable.
     """
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     key = cache_key(name, profile=prof)
     folder = entry_dir(name, profile=prof)
     status, reason = _check_entry(folder, key)
@@ -680,7 +676,7 @@ def get(name: str, *, profile: Profile | str | None = None, device: str | torch.
         KeyError: not a zoo name.
         advcore.data.DataUnavailableError: the entry needs CIFAR-10, which is unavailable.
     """
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     device = device if device is not None else default_device()
     if committed_run(name, profile=prof) is not None:
         from advcore import longrun
@@ -727,7 +723,7 @@ def model_key(name: str, *, profile: Profile | str | None = None) -> str:
 def train_all(names_: list[str] | None = None, *, profile: Profile | str | None = None,
               skip_unavailable: bool = True) -> dict[str, float]:
     """Make sure every named entry (default: all) is trained; return seconds spent per entry."""
-    prof = _resolve_profile(profile)
+    prof = current_profile(profile)
     spent: dict[str, float] = {}
     for name in names_ or names():
         if committed_run(name, profile=prof) is not None:

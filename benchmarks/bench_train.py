@@ -54,13 +54,13 @@ from torch.utils.data import TensorDataset
 
 from advcore import attacks, data, train
 from advcore.models import MadryCNN
-
-EPS = 0.3
+from advcore.papers import MADRY_EPS as EPS
+from advcore.papers import MADRY_STEP
 
 
 def step_size_for(steps: int) -> float:
     """Madry et al.'s 0.01 for 40 steps; 2.5 * eps / steps for fewer (as the cpu/smoke profiles)."""
-    return 0.01 if steps == 40 else 2.5 * EPS / steps
+    return MADRY_STEP if steps == 40 else attacks.pgd_step_size(EPS, steps)
 
 
 def synchronize(device: torch.device) -> None:
@@ -176,7 +176,7 @@ def full_schedule(args: argparse.Namespace) -> None:
     train_set = data.load_mnist("train", limit=55_000)
     torch.manual_seed(0)
     model = MadryCNN()
-    objective = train.PGDObjective(eps=EPS, step_size=0.01, steps=40)
+    objective = train.PGDObjective(eps=EPS, step_size=MADRY_STEP, steps=40)
     started = time.perf_counter()
     history = train.train(model, train_set, objective=objective, epochs=91, batch_size=50, lr=1e-4,
                           monitor=None, eval_train_examples=0, device=device, precision=args.precisions[-1],

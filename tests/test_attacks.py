@@ -6,7 +6,11 @@ Synthetic data (uniform images in [0, 1]) and tiny models defined here: no downl
 from __future__ import annotations
 
 import functools
+import io
+import json
+import tokenize
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +22,9 @@ from advcore.attacks import (
     eval_mode,
     fgsm,
     gradient_sign,
+    input_gradient as library_input_gradient,
     pgd,
+    pgd_step_size,
     project_linf,
     random_start_noise,
     sign_noise,
@@ -467,3 +473,73 @@ def test_a_model_that_returns_probabilities_gets_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fgsm(nn.Sequential(model, nn.LogSoftmax(dim=1)), x, y, eps=0.1)  # log-probabilities are logits
+
+
+# --------------------------------------------------------------------------- the step-size rule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pgd_step_size_is_the_robustness_rule() -> None:
+    from advcore import papers
+    from advcore.profiles import PROFILES
+
+    assert papers.number("robustness.step_size_factor").value == 2.5
+    assert pgd_step_size(0.3, 3) == 0.25 and pgd_step_size(0.3, 1) == 0.75
+    for eps, steps in ((0.3, 7), (8 / 255, 2), (0.25, 20)):
+        assert pgd_step_size(eps, steps) * steps == pytest.approx(2.5 * eps)  # travels 2.5 eps in all
+    for bad in ((0.3, 0), (0.3, 2.0), (-0.1, 3), ("0.3", 3)):
+        with pytest.raises(ValueError):
+            pgd_step_size(*bad)
+    # The profiles compute their steps from the rule, to the bit of the values first typed (0.25, 10/255;
+    # cpu rounded to 0.107 and 6.67/255; gpu Madry et al.'s 0.01 and 2/255): the zoo's recipe keys stay.
+    smoke, cpu, gpu = (PROFILES[name] for name in ("smoke", "cpu", "gpu"))
+    assert smoke.pgd_train_step_size == pgd_step_size(0.3, smoke.pgd_train_steps) == 0.25
+    assert smoke.pgd_train_step_size_cifar == pgd_step_size(8 / 255, smoke.pgd_train_steps_cifar) == 10 / 255
+    assert cpu.pgd_train_step_size == round(pgd_step_size(0.3, cpu.pgd_train_steps), 3) == 0.107
+    assert cpu.pgd_train_step_size_cifar == 6.67 / 255
+    assert (gpu.pgd_train_step_size, gpu.pgd_train_step_size_cifar) == (0.01, 2 / 255)
+
+
+def _sources() -> dict[str, str]:
+    """Every Python source of the library, the benchmarks and the notebooks' code cells."""
+    found = {str(p.relative_to(ROOT)): p.read_text() for folder in ("advcore", "benchmarks")
+             for p in sorted((ROOT / folder).glob("*.py"))}
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "code":
+                lines = "".join(cell["source"]).splitlines()
+                found[f"{path.name}[{index}]"] = "\n".join(line for line in lines if not line.lstrip()[:1] in "%!")
+    return found
+
+
+def test_the_step_size_rule_is_computed_in_one_place() -> None:
+    """``2.5 * ...`` in code (comments, docstrings and strings do not count) only in attacks.pgd_step_size."""
+    places = []
+    for name, source in _sources().items():
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                  if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT)]
+        places += [f"{name}:{a.start[0]}" for a, b in zip(tokens, tokens[1:])
+                   if a.type == tokenize.NUMBER and a.string in ("2.5", "2.50") and b.string == "*"]
+    assert places == [], f"2.5 * eps / steps computed outside advcore.attacks.pgd_step_size: {places}"
+
+
+# --------------------------------------------------------------------------- the input gradient
+
+
+def test_input_gradient_is_each_examples_own_gradient_and_leaves_the_model_alone() -> None:
+    model, (x, y) = cnn(), batch(6)
+    model.train()
+    expected = input_gradient(cnn(), x, y)  # the plain autograd reference above, eval mode
+    model.train()
+    grad = library_input_gradient(model, x, y)
+    torch.testing.assert_close(grad, expected)
+    assert model.training and all(p.grad is None and p.requires_grad for p in model.parameters())
+    # Row i is example i's own gradient, whatever else is in the batch (eval mode: no batch statistics).
+    torch.testing.assert_close(library_input_gradient(model, x[2:3], y[2:3]), grad[2:3])
+    torch.testing.assert_close(gradient_sign(model, x, y), grad.sign())
+    # A loss_fn of the caller's: the margin loss's gradient, not the cross-entropy's.
+    from advcore.attacks import margin_loss
+    assert not torch.allclose(library_input_gradient(model, x, y, loss_fn=margin_loss), grad)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        library_input_gradient(model, x * 255, y)

@@ -184,3 +184,57 @@ def test_damaging_loaded_tensors_changes_nothing_for_later_callers() -> None:
     train_set, val_set = zoo._training_data(zoo.recipe("softmax", profile=profile), profile)
     assert torch.equal(train_set.tensors[0], reference[0]) and torch.equal(train_set.tensors[1], reference[1])
     assert torch.equal(val_set.tensors[0], reference[2])
+
+
+def _recording_atomic_writer(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every path data.py writes through advcore.storage's atomic writer."""
+    written: list[Path] = []
+    real = data.atomic_writer
+
+    def recording(path):
+        written.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(data, "atomic_writer", recording)
+    return written
+
+
+def test_a_download_is_written_by_the_one_atomic_writer(fresh_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    content = b"an archive" * 1000
+    written = _recording_atomic_writer(monkeypatch)
+    monkeypatch.setattr(data, "is_online", lambda url=None: True)
+
+    def download_url(url, root, filename=None, md5=None):
+        assert md5 == hashlib.md5(content).hexdigest()  # torchvision checks the published MD5
+        Path(root, filename).write_bytes(content)
+
+    monkeypatch.setattr(data.tv_datasets.utils, "download_url", download_url)
+    target = data.fetch_verified("thing.gz", expected=hashlib.md5(content).hexdigest(), cache_subdir="things",
+                                 urls=["https://example.org/thing.gz"], what="a thing", how_to_get="")
+    assert target.read_bytes() == content and written == [target]
+    assert sorted(p.name for p in target.parent.parent.rglob("*")) == ["thing.gz", "things"]  # nothing left over
+
+
+def test_an_archive_is_extracted_file_by_file_atomically_and_only_inside_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import tarfile
+
+    def archive(name: str, members: dict[str, bytes]) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            for member, content in members.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+        return path
+
+    written = _recording_atomic_writer(monkeypatch)
+    root = tmp_path / "CIFAR10"
+    members = {"batches/data_batch_1": b"one" * 100, "batches/readme.html": b"<p>"}
+    data._extract_tar(archive("good.tar.gz", members), root)
+    assert {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()} == members
+    assert sorted(written) == sorted(root / m for m in members)
+    with pytest.raises(tarfile.FilterError):
+        data._extract_tar(archive("evil.tar.gz", {"../outside": b"x"}), root)
+    assert not (tmp_path / "outside").exists()

@@ -209,3 +209,70 @@ def test_tool_check_mode_flags_a_stale_page(tmp_path, monkeypatch):
     assert tool.main(["--check"]) == 1
     page.write_text(tool.render(tool.collect()))
     assert tool.main(["--check"]) == 0
+
+
+# --------------------------------------------------------------------------- the solutions pass their checks
+
+
+def _shown(cell: dict) -> str:
+    """What an executed code cell showed: printed text, displayed results (plain text), errors."""
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            parts.append("".join(output.get("text", "")))
+        elif output.get("output_type") == "error":
+            parts.append(f"{output.get('ename')}: {output.get('evalue')}")
+        else:
+            parts.append("".join(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+def unpassed_solutions(executed_root: Path) -> list[str]:
+    """Coding exercises whose solution, in the executed notebooks under ``executed_root/notebooks``,
+    did not report "passed" from every check the exercise calls (or reported an error)."""
+    problems = []
+    for path in sorted((executed_root / "notebooks").glob("*.ipynb")):
+        chapter = tool.read_chapter(path.relative_to(executed_root), root=executed_root)
+        for exercise in chapter.exercises:
+            if not exercise.checks:
+                continue
+            cells = [cell for solution in exercise.solutions for cell in solution.cells]
+            shown = "\n".join(_shown(cell) for cell in cells)
+            errors = [o for cell in cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            for check in exercise.checks:
+                if f"{check}: passed" not in shown or f"{check}: not passed" in shown or errors:
+                    problems.append(f"{path.name}, exercise {exercise.label}: the solution's {check} did not "
+                                    f"report 'passed' (it showed: {shown[-300:]!r})")
+    return problems
+
+
+@pytest.mark.book
+def test_every_solution_passes_its_check_in_the_built_book(smoke_book) -> None:
+    """The chapters' own solution cells, as the smoke book build executed them, pass their checks."""
+    executed = smoke_book.html.parent / "jupyter_execute"
+    assert sorted(p.name for p in (executed / "notebooks").glob("*.ipynb")) == sorted(
+        p.name for p in (ROOT / "notebooks").glob("*.ipynb")), "the build did not execute every chapter"
+    assert unpassed_solutions(executed) == []
+
+
+def test_the_solution_verdict_reads_the_checks_outputs(tmp_path: Path) -> None:
+    """unpassed_solutions fails a solution that reports 'not passed', an error, or no check at all."""
+    source = json.loads((ROOT / "notebooks" / "06_transferability.ipynb").read_text())
+    solution_cells = [c for c in source["cells"] if c["cell_type"] == "code"
+                      and "".join(c["source"]).startswith("# @title Solution") and "check_" in "".join(c["source"])]
+    assert solution_cells, "chapter 6 has a coding exercise whose solution runs its check"
+    verdicts = {
+        "passed": ({"output_type": "execute_result", "data": {"text/plain": "check_transfer_rate: passed\n  ✓"}},
+                   True),
+        "not passed": ({"output_type": "execute_result",
+                        "data": {"text/plain": "check_transfer_rate: not passed yet\n  ✗ 1 of 4"}}, False),
+        "error": ({"output_type": "error", "ename": "NameError", "evalue": "name 'x' is not defined"}, False),
+        "silent": ({"output_type": "stream", "name": "stdout", "text": "81.6% transfer\n"}, False),
+    }
+    for name, (output, passes) in verdicts.items():
+        executed = tmp_path / name
+        (executed / "notebooks").mkdir(parents=True)
+        for cell in source["cells"]:
+            cell["outputs"] = [output] if cell in solution_cells else []
+        (executed / "notebooks" / "06_transferability.ipynb").write_text(json.dumps(source))
+        assert (unpassed_solutions(executed) == []) == passes, name

@@ -26,6 +26,8 @@ CHECKS = {
     "fgsm_mix_loss": (ex.check_fgsm_mix_loss, ex.reference_fgsm_mix_loss),
     "linear_worst_case": (ex.check_linear_worst_case, ex.reference_linear_worst_case),
     "breaks_gradient_masking": (ex.check_breaks_gradient_masking, ex.reference_breaks_gradient_masking),
+    "flip_points": (ex.check_flip_points, ex.reference_flip_points),
+    "transfer_rate": (ex.check_transfer_rate, ex.reference_transfer_rate),
 }
 
 
@@ -180,6 +182,34 @@ def random_signs(x, eps, g):
     return (x + eps * (2 * torch.randint(0, 2, x.shape, generator=g) - 1)).clamp(0, 1)
 
 
+def flip_farthest(eps_values, logits, label):
+    wrong = logits.argmax(1) != label
+    below, above = eps_values[(eps_values < 0) & wrong], eps_values[(eps_values > 0) & wrong]
+    return (below.min().item() if len(below) else None, above.max().item() if len(above) else None)
+
+
+def flip_last_right(eps_values, logits, label):
+    """The last eps where the prediction is still right on each side (one grid step inside)."""
+    lo, hi = ex.reference_flip_points(eps_values, logits, label)
+    step = (eps_values[1] - eps_values[0]).item()
+    return (None if lo is None else lo + step, None if hi is None else hi - step)
+
+
+def transfer_fools(source, target, x, y, eps):
+    x_adv = fgsm(source, x, y, eps=eps)
+    with torch.no_grad():
+        return source(x_adv).argmax(1) != y, target(x_adv).argmax(1) != y
+
+
+def transfer_over_all(*args):
+    fools_source, fools_target = transfer_fools(*args)
+    return (fools_source & fools_target).float().mean().item()
+
+
+def transfer_target_only(*args):
+    return transfer_fools(*args)[1].float().mean().item()
+
+
 # (check, wrong solution, a phrase the diagnosis must contain)
 FGSM, TARGETED, NOISE, PROJECT = ex.check_fgsm, ex.check_targeted_fgsm, ex.check_uniform_noise, ex.check_project_linf
 PGD, MIX = ex.check_targeted_pgd_step, ex.check_fgsm_mix_loss
@@ -239,6 +269,18 @@ WRONG = {
     "linear one coordinate": (ex.check_linear_worst_case, lambda w, eps: float(eps * w.abs().max()),
                               "only the largest coordinate"),
     "linear vector": (ex.check_linear_worst_case, lambda w, eps: eps * w.abs(), "return one number"),
+    "flip order": (ex.check_flip_points, lambda e, z, c: ex.reference_flip_points(e, z, c)[::-1], "wrong order"),
+    "flip farthest": (ex.check_flip_points, flip_farthest, "farthest from 0"),
+    "flip zero for never": (ex.check_flip_points,
+                            lambda *a: tuple(0.0 if v is None else v for v in ex.reference_flip_points(*a)),
+                            "return None for it"),
+    "flip last right": (ex.check_flip_points, flip_last_right, "last eps where the prediction is still right"),
+    "flip one number": (ex.check_flip_points, lambda *a: ex.reference_flip_points(*a)[1], "return a pair"),
+    "transfer percent": (ex.check_transfer_rate, lambda *a: 100 * ex.reference_transfer_rate(*a), "percentage"),
+    "transfer over all": (ex.check_transfer_rate, transfer_over_all, "divided by all examples"),
+    "transfer target only": (ex.check_transfer_rate, transfer_target_only, "fool the target; count only"),
+    "transfer complement": (ex.check_transfer_rate, lambda *a: 1 - ex.reference_transfer_rate(*a),
+                            "does *not* transfer"),
 }
 
 

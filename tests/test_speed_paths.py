@@ -130,9 +130,16 @@ def test_batched_restarts_equal_one_restart_after_the_other(monkeypatch) -> None
 
 def test_on_step_sees_every_iterate() -> None:
     model, (x, y) = conv_net(), batch(4)
-    losses: list[Tensor] = []
-    pgd(model, x, y, eps=0.1, step_size=0.02, steps=4, on_step=lambda t, loss: losses.append(loss))
-    assert len(losses) == 4 and all(loss.shape == (4,) for loss in losses)
+    seen: list[tuple[int, Tensor, Tensor]] = []
+    pgd(model, x, y, eps=0.1, step_size=0.02, steps=4, random_start=False,
+        on_step=lambda t, loss, x_t: seen.append((t, loss, x_t.clone())))
+    assert [t for t, _, _ in seen] == [0, 1, 2, 3] and all(loss.shape == (4,) for _, loss, _ in seen)
+    # The hook's iterates are PGD's own: iterate t is pgd with t steps, its loss is the loss there.
+    for t, loss, x_t in seen:
+        expected = x if t == 0 else pgd(model, x, y, eps=0.1, step_size=0.02, steps=t, random_start=False)
+        torch.testing.assert_close(x_t, expected)
+        with torch.no_grad(), attacks.eval_mode(model):
+            torch.testing.assert_close(loss, F.cross_entropy(model(expected), y, reduction="none"))
 
 
 def test_bfloat16_is_opt_in_exactly_bounded_and_close_in_loss() -> None:

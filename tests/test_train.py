@@ -330,15 +330,15 @@ def test_control_perturbations(small_train) -> None:
     generator = torch.Generator().manual_seed(0)
     # Scaled gradient: the same L-inf size as FGSM, along the gradient rather than its sign.
     x_sg = ScaledGradientObjective(eps=0.25).perturb(model, x, y, generator)
-    grad = train.input_gradient(model, x, y)
+    grad = attacks.input_gradient(model, x, y)
     step = x_sg - x
     assert step.abs().max() <= 0.25 + 1e-6
     inside = (x_sg > 0) & (x_sg < 1)
     assert torch.all(step[inside] * grad[inside] > 0)  # moves up the loss
     assert step[inside].abs().unique().numel() > 10  # not a sign step: many different sizes
     # Rotation: 0 degrees is the identity, 90 degrees a quarter turn.
-    torch.testing.assert_close(train.rotate(x, torch.zeros(8)), x, atol=1e-5, rtol=0)
-    quarter = train.rotate(x, torch.full((8,), 90.0))
+    torch.testing.assert_close(attacks.rotate(x, torch.zeros(8)), x, atol=1e-5, rtol=0)
+    quarter = attacks.rotate(x, torch.full((8,), 90.0))
     assert min((quarter - torch.rot90(x, k, dims=(2, 3))).abs().max() for k in (1, -1)) < 1e-4
     rotated = RotationObjective(degrees=15).perturb(model, x, y, generator)
     assert rotated.shape == x.shape and 0 <= rotated.min() and rotated.max() <= 1
@@ -515,3 +515,15 @@ def test_probabilities_eps_on_the_255_scale_and_a_diverging_loss_warn(small_trai
         FGSMObjective(eps=8)
     with pytest.warns(UserWarning, match="Lower the learning rate"):
         quick(sequential(), small_train, epochs=3, lr=5.0, optimizer="sgd")
+
+
+def test_every_mixing_objective_mixes_with_alpha_mix(small_train) -> None:
+    """J~ = alpha J(x) + (1 - alpha) J(x_adv) (Goodfellow et al. 2015, Sec. 6), from the records of one step."""
+    x, y = (t[:16] for t in small_train.tensors)
+    torch.manual_seed(0)
+    model = SoftmaxRegression()
+    for objective in (FGSMObjective(eps=0.25, alpha=0.3), PGDObjective(eps=0.3, step_size=0.1, steps=2, alpha=0.3),
+                      NoiseObjective(eps=0.25, alpha=0.3)):
+        out = objective(model, x, y, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(out.loss.detach(), train.alpha_mix(out.clean_loss, out.adv_loss, 0.3))
+        torch.testing.assert_close(out.loss.detach(), 0.3 * out.clean_loss + 0.7 * out.adv_loss)

@@ -235,7 +235,8 @@ class _Reader:
             if name not in exercise.checks:
                 exercise.checks.append(name)
         if self.solution is not None:
-            self.solution.cells.append({"metadata": cell.get("metadata", {}), "source": text})
+            self.solution.cells.append({"metadata": cell.get("metadata", {}), "source": text,
+                                        "outputs": cell.get("outputs", [])})  # an executed notebook's
         elif text.lstrip().startswith(SOLUTION_TITLE):
             exercise.loose_solution_cells.append(text)
         elif CHECK_CALL.search(text):
