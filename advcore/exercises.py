@@ -141,14 +141,14 @@ def reference_uniform_noise(x: Tensor, eps: float, generator: torch.Generator | 
 
 
 def reference_project_linf(delta: Tensor, eps: float) -> Tensor:
-    """Projection onto the L-infinity ball, ``max(min(delta, eps), -eps)`` (Madry et al. 2018, Sec. 2.1)."""
+    """Projection onto the L-infinity ball, ``max(min(delta, eps), -eps)`` (Madry et al. 2018, Sec. 3)."""
     return attacks.project_linf(delta, eps)
 
 
 def reference_targeted_pgd_step(
     model: nn.Module, x: Tensor, delta: Tensor, target: Tensor, eps: float, step_size: float
 ) -> Tensor:
-    """One targeted PGD step (Madry et al. 2018, Sec. 2.1, stepping *down* the target loss).
+    """One targeted PGD step (Madry et al. 2018, Sec. 3, stepping *down* the target loss).
 
     ``delta - step_size * sign(grad_delta loss(model(x + delta), target))``, projected onto
     the eps-ball, then ``x + delta`` kept in [0, 1]. Returns the new ``delta`` (detached).
@@ -738,7 +738,7 @@ def check_targeted_pgd_step(
 ) -> CheckResult:
     """Check one targeted PGD step, ``fn(model, x, delta, target, eps, step_size) -> delta``.
 
-    Expected (Madry et al. 2018, Sec. 2.1, stepping *down* the target-class loss):
+    Expected (Madry et al. 2018, Sec. 3, stepping *down* the target-class loss):
     ``delta - step_size * sign(grad_delta J(model(x + delta), target))``, projected onto
     the eps-ball, with ``x + delta`` kept in [0, 1]; compared with one step of
     :func:`advcore.attacks.pgd` (``targeted=True``, ``start=delta``).

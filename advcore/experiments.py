@@ -233,7 +233,7 @@ def _landscape_piece(model: nn.Module, x: torch.Tensor, y: torch.Tensor, setting
 
 def landscape(profile: Profile | str | None = None, *, device: torch.device | str | None = None,
               progress: bool = False) -> dict[str, Any]:
-    """The landscape of the inner maximization (Madry et al. 2018, Sec. 3.1 and Fig. 1-2).
+    """The landscape of the inner maximization (Madry et al. 2018, Appendix A, Fig. 3-4).
 
     For each of ``profile.landscape_examples`` MNIST test images (the first ones both models
     classify correctly) and for the plain and the PGD-trained CNN of the zoo: PGD from
@@ -413,7 +413,7 @@ def _robust_part(prof: Profile, device: torch.device, *, dataset: str, progress:
 
 def robust_training(profile: Profile | str | None = None, *, device: torch.device | str | None = None,
                     progress: bool = False) -> dict[str, Any]:
-    """PGD adversarial training (Madry et al. 2018, Sec. 5): MNIST, and CIFAR-10 when available.
+    """PGD adversarial training (Madry et al. 2018, Sec. 4): MNIST, and CIFAR-10 when available.
 
     For the zoo's plain and PGD-trained models (MNIST: Madry et al.'s CNN, eps 0.3; CIFAR-10:
     a pre-activation ResNet-18, eps 8/255): the per-step training loss (for the PGD-trained

@@ -1,4 +1,4 @@
-"""The landscape of the inner maximization: PGD from many random starts (Madry et al. 2018, Sec. 3.1).
+"""The landscape of the inner maximization: PGD from many random starts (Madry et al. 2018, App. A).
 
 Madry et al. restart PGD from 10^5 uniformly random points of the L-infinity ball around
 an example and find that the final losses are concentrated, without outliers, and that
@@ -113,7 +113,7 @@ def pgd_landscape(
     progress: bool = True,
     precision: str | None = None,
 ) -> Landscape:
-    """PGD from ``restarts`` uniformly random starts per example (Madry et al. 2018, Sec. 3.1, Fig. 1-2).
+    """PGD from ``restarts`` uniformly random starts per example (Madry et al. 2018, App. A, Fig. 3-4).
 
     Each restart is :func:`advcore.attacks.pgd` with ``restarts=1`` (PGD with random
     start, untargeted), run on all restarts at once: rows ``(example, restart)`` are
@@ -275,7 +275,7 @@ def _bytes_per_row(model: Callable[[Tensor], Tensor], x: Tensor) -> int:
 
 @dataclass(frozen=True)
 class DistinctMaxima:
-    """Are the maxima PGD finds from different starts distinct? (lecture exercise, Madry et al. Sec. 3).
+    """Are the maxima PGD finds from different starts distinct? (lecture exercise, Madry et al. App. A).
 
     Attributes:
         cosine: ``(K, K)`` cosine similarity between the flattened final perturbations.
