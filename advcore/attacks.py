@@ -36,7 +36,7 @@ Example::
 References:
     Goodfellow, Shlens, Szegedy (2015). Explaining and Harnessing Adversarial Examples.
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018). Towards Deep Learning Models
-    Resistant to Adversarial Attacks.
+    Resistant to Adversarial Attacks. ICLR 2018 (the book cites this text's numbering).
 """
 
 from __future__ import annotations

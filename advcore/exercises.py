@@ -35,7 +35,7 @@ clip, grad instead of sign, no projection, weights swapped, ...) fail with their
 References:
     Goodfellow, Shlens, Szegedy (2015). Explaining and Harnessing Adversarial Examples.
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018). Towards Deep Learning Models
-    Resistant to Adversarial Attacks.
+    Resistant to Adversarial Attacks. ICLR 2018 (the book cites this text's numbering).
 """
 
 from __future__ import annotations
@@ -664,7 +664,7 @@ def _noise_generator(fn: Callable[..., Any], case: _Case, out: Tensor) -> list[_
 
 
 def check_project_linf(fn: Callable[[Tensor, float], Tensor]) -> CheckResult:
-    """Check the L-infinity projection, ``fn(delta, eps) -> delta`` (Madry et al. 2018, Alg. 1).
+    """Check the L-infinity projection, ``fn(delta, eps) -> delta`` (Madry et al. 2018, Sec. 3).
 
     Expected: every entry clipped to ``[-eps, eps]`` on its own; entries inside the ball
     unchanged; compared with :func:`advcore.attacks.project_linf`.

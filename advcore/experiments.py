@@ -179,7 +179,8 @@ def _eval_step_size(eps: float, steps: int) -> float:
 def landscape_settings(profile: Profile | str | None = None) -> dict[str, Any]:
     """PGD settings of the landscape experiment for ``profile``.
 
-    Madry et al. (MNIST): eps 0.3, steps of 0.01 until the loss plateaus (100 steps), 10^5
+    Madry et al. (MNIST, Appendix A): eps 0.3, PGD "until the loss plateaus" (their Fig. 3 plots
+    100 iterations; the landscape's step size is not stated, we use the training step 0.01), 10^5
     restarts. With fewer steps (cpu, smoke) the step grows to ``2.5 eps / steps`` so that
     every restart can still travel across the ball.
     """

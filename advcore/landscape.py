@@ -125,7 +125,8 @@ def pgd_landscape(
         model: maps images in [0, 1] to logits ``(N, num_classes)``.
         x: float images ``(E, C, H, W)`` in [0, 1], the examples to explore.
         y: class indices ``(E,)``.
-        eps, step_size, steps: PGD settings (Madry et al., MNIST: 0.3, 0.01, 100).
+        eps, step_size, steps: PGD settings (Madry et al., MNIST: eps 0.3 and 100 iterations in
+            their Fig. 3; no step size stated for this experiment, 0.01 in training).
         restarts: random starts per example (Madry et al.: 10^5).
         traced: restarts per example whose loss is recorded at every iteration (lecture: 20).
         keep_deltas: restarts per example whose final perturbation is kept (for
