@@ -36,7 +36,7 @@ Example::
 References:
     Goodfellow, Shlens, Szegedy (2015). Explaining and Harnessing Adversarial Examples.
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018). Towards Deep Learning Models
-    Resistant to Adversarial Attacks.
+    Resistant to Adversarial Attacks. ICLR 2018 (the book cites this text's numbering).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def margin_loss(logits: Tensor, y: Tensor, *, confidence: float = 0.0) -> Tensor
     ``-max(z_y - max_{j != y} z_j + confidence, 0)`` on the logits ``z``: it rises as the best
     wrong class closes in on the true one and is 0 once some wrong class leads by at least
     ``confidence`` (Carlini & Wagner 2017; the "CW" rows of Madry et al. 2018, Table 1, use
-    this loss in PGD, and "CW+" a high confidence, 50 in MadryLab's ``mnist_challenge`` code).
+    this loss in PGD, and "CW+" "a high confidence parameter (kappa = 50)", Sec. 4).
     Pass it as ``loss_fn=`` to :func:`pgd` or :func:`fgsm`.
 
     Shapes: ``logits`` (N, C), ``y`` (N,) class indices; returns (N,).
@@ -127,7 +127,7 @@ def margin_loss(logits: Tensor, y: Tensor, *, confidence: float = 0.0) -> Tensor
 def project_linf(delta: Tensor, eps: float) -> Tensor:
     """Project a perturbation onto the L-infinity ball of radius ``eps``.
 
-    This is the projection of the PGD update (Madry et al. 2018, Sec. 2.1; the clip in
+    This is the projection of the PGD update (Madry et al. 2018, Sec. 3; the clip in
     Algorithm 1 of Wong, Rice & Kolter 2020), ``delta = max(min(delta, eps), -eps)``,
     element-wise.
 
@@ -365,7 +365,7 @@ def pgd(
     precision: Precision | None = None,
     on_step: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
-    """Projected gradient descent on the L-infinity ball (Madry et al. 2018, Sec. 2.1).
+    """Projected gradient descent on the L-infinity ball (Madry et al. 2018, Sec. 3).
 
     For each restart::
 
@@ -534,7 +534,7 @@ def pgd_iterate(
     on_step: Callable[[int, Tensor, Tensor], None] | None = None,
     check: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
-    """The inner loop of PGD (the update rule of Madry et al. 2018, Sec. 2.1) on ``x_adv = x + delta``, shared by FGSM, PGD and the landscape.
+    """The inner loop of PGD (the update rule of Madry et al. 2018, Sec. 3) on ``x_adv = x + delta``, shared by FGSM, PGD and the landscape.
 
     ``x_adv`` (our own tensor, updated in place) starts inside the box ``[lower, upper]``.
     Each step: ``x_adv += direction * step_size * sign(grad)``, then clip to the box.

@@ -38,7 +38,7 @@ out, so a student reads the code); each runs through the same check as the stub,
 References:
     Goodfellow, Shlens, Szegedy (2015). Explaining and Harnessing Adversarial Examples.
     Madry, Makelov, Schmidt, Tsipras, Vladu (2018). Towards Deep Learning Models
-    Resistant to Adversarial Attacks.
+    Resistant to Adversarial Attacks. ICLR 2018 (the book cites this text's numbering).
 """
 
 from __future__ import annotations
@@ -144,14 +144,14 @@ def reference_uniform_noise(x: Tensor, eps: float, generator: torch.Generator | 
 
 
 def reference_project_linf(delta: Tensor, eps: float) -> Tensor:
-    """Projection onto the L-infinity ball, ``max(min(delta, eps), -eps)`` (Madry et al. 2018, Sec. 2.1)."""
+    """Projection onto the L-infinity ball, ``max(min(delta, eps), -eps)`` (Madry et al. 2018, Sec. 3)."""
     return attacks.project_linf(delta, eps)
 
 
 def reference_targeted_pgd_step(
     model: nn.Module, x: Tensor, delta: Tensor, target: Tensor, eps: float, step_size: float
 ) -> Tensor:
-    """One targeted PGD step (Madry et al. 2018, Sec. 2.1, stepping *down* the target loss).
+    """One targeted PGD step (Madry et al. 2018, Sec. 3, stepping *down* the target loss).
 
     ``delta - step_size * sign(grad_delta loss(model(x + delta), target))``, projected onto
     the eps-ball, then ``x + delta`` kept in [0, 1]. Returns the new ``delta`` (detached).
@@ -660,7 +660,7 @@ def _noise_generator(fn: Callable[..., Any], case: _Case, out: Tensor) -> list[_
 
 
 def check_project_linf(fn: Callable[[Tensor, float], Tensor]) -> CheckResult:
-    """Check the L-infinity projection, ``fn(delta, eps) -> delta`` (Madry et al. 2018, Alg. 1).
+    """Check the L-infinity projection, ``fn(delta, eps) -> delta`` (Madry et al. 2018, Sec. 3).
 
     Expected: every entry clipped to ``[-eps, eps]`` on its own; entries inside the ball
     unchanged; compared with :func:`advcore.attacks.project_linf`.
@@ -734,7 +734,7 @@ def check_targeted_pgd_step(
 ) -> CheckResult:
     """Check one targeted PGD step, ``fn(model, x, delta, target, eps, step_size) -> delta``.
 
-    Expected (Madry et al. 2018, Sec. 2.1, stepping *down* the target-class loss):
+    Expected (Madry et al. 2018, Sec. 3, stepping *down* the target-class loss):
     ``delta - step_size * sign(grad_delta J(model(x + delta), target))``, projected onto
     the eps-ball, with ``x + delta`` kept in [0, 1]; compared with one step of
     :func:`advcore.attacks.pgd` (``targeted=True``, ``start=delta``).

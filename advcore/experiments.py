@@ -173,7 +173,8 @@ def _eval_step_size(eps: float, steps: int) -> float:
 def landscape_settings(profile: Profile | str | None = None) -> dict[str, Any]:
     """PGD settings of the landscape experiment for ``profile``.
 
-    Madry et al. (MNIST): eps 0.3, steps of 0.01 until the loss plateaus (100 steps), 10^5
+    Madry et al. (MNIST, Appendix A): eps 0.3, PGD "until the loss plateaus" (their Fig. 3 plots
+    100 iterations; the landscape's step size is not stated, we use the training step 0.01), 10^5
     restarts. With fewer steps (cpu, smoke) the step grows to ``2.5 eps / steps`` so that
     every restart can still travel across the ball.
     """
@@ -227,7 +228,7 @@ def _landscape_piece(model: nn.Module, x: torch.Tensor, y: torch.Tensor, setting
 
 def landscape(profile: Profile | str | None = None, *, device: torch.device | str | None = None,
               progress: bool = False) -> dict[str, Any]:
-    """The landscape of the inner maximization (Madry et al. 2018, Sec. 3.1 and Fig. 1-2).
+    """The landscape of the inner maximization (Madry et al. 2018, Appendix A, Fig. 3-4).
 
     For each of ``profile.landscape_examples`` MNIST test images (the first ones both models
     classify correctly) and for the plain and the PGD-trained CNN of the zoo: PGD from
@@ -441,7 +442,7 @@ def _training_costs(setup: _RobustSetup, device: torch.device) -> dict[str, floa
 
 def robust_training(profile: Profile | str | None = None, *, device: torch.device | str | None = None,
                     progress: bool = False) -> dict[str, Any]:
-    """PGD adversarial training (Madry et al. 2018, Sec. 5): MNIST, and CIFAR-10 when available.
+    """PGD adversarial training (Madry et al. 2018, Sec. 4): MNIST, and CIFAR-10 when available.
 
     For the zoo's plain and PGD-trained models (MNIST: Madry et al.'s CNN, eps 0.3; CIFAR-10:
     a pre-activation ResNet-18, eps 8/255): the per-step training loss (for the PGD-trained

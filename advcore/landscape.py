@@ -1,4 +1,4 @@
-"""The landscape of the inner maximization: PGD from many random starts (Madry et al. 2018, Sec. 3.1).
+"""The landscape of the inner maximization: PGD from many random starts (Madry et al. 2018, App. A).
 
 Madry et al. restart PGD from 10^5 uniformly random points of the L-infinity ball around
 an example and find that the final losses are concentrated, without outliers, and that
@@ -110,7 +110,7 @@ def pgd_landscape(
     progress: bool = True,
     precision: str | None = None,
 ) -> Landscape:
-    """PGD from ``restarts`` uniformly random starts per example (Madry et al. 2018, Sec. 3.1, Fig. 1-2).
+    """PGD from ``restarts`` uniformly random starts per example (Madry et al. 2018, App. A, Fig. 3-4).
 
     Each restart is :func:`advcore.attacks.pgd` with ``restarts=1`` (PGD with random
     start, untargeted), run on all restarts at once: rows ``(example, restart)`` are
@@ -122,7 +122,8 @@ def pgd_landscape(
         model: maps images in [0, 1] to logits ``(N, num_classes)``.
         x: float images ``(E, C, H, W)`` in [0, 1], the examples to explore.
         y: class indices ``(E,)``.
-        eps, step_size, steps: PGD settings (Madry et al., MNIST: 0.3, 0.01, 100).
+        eps, step_size, steps: PGD settings (Madry et al., MNIST: eps 0.3 and 100 iterations in
+            their Fig. 3; no step size stated for this experiment, 0.01 in training).
         restarts: random starts per example (Madry et al.: 10^5).
         traced: restarts per example whose loss is recorded at every iteration (lecture: 20).
         keep_deltas: restarts per example whose final perturbation is kept (for
@@ -268,7 +269,7 @@ def _bytes_per_row(model: Callable[[Tensor], Tensor], x: Tensor) -> int:
 
 @dataclass(frozen=True)
 class DistinctMaxima:
-    """Are the maxima PGD finds from different starts distinct? (lecture exercise, Madry et al. Sec. 3).
+    """Are the maxima PGD finds from different starts distinct? (lecture exercise, Madry et al. App. A).
 
     Attributes:
         cosine: ``(K, K)`` cosine similarity between the flattened final perturbations.

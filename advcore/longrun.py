@@ -414,7 +414,7 @@ def _saved(obj: Any) -> bytes:
 
 # =========================================================================== the landscape in pieces
 
-#: Madry et al.'s landscape experiment (arXiv v4, Sec. 3.1 and Fig. 2): PGD from 10^5
+#: Madry et al.'s landscape experiment (ICLR 2018, Appendix A, Fig. 4): PGD from 10^5
 #: uniformly random starts in the eps-ball, per example, until the loss plateaus. 40 steps of
 #: 0.01 (the training attack; the loss has plateaued by then in our traces) instead of 100,
 #: to fit a CPU; 10^4 restarts per piece (about 10 minutes of one core on an AVX2 CPU).

@@ -9,12 +9,20 @@ Every number a chapter, a note or the revision sheet shows as "the paper's" come
   7 "Different kinds of model capacity", 8 "Why do adversarial examples generalize?",
   9 "Alternative hypotheses"; Fig. 1 is the panda, Fig. 4 the epsilon sweep.
 * Madry, Makelov, Schmidt, Tsipras & Vladu, *Towards Deep Learning Models Resistant to
-  Adversarial Attacks* (``madry2018towards``), cited in its arXiv version
-  (arXiv:1706.06083v4), whose numbering the book uses: Sec. 2 the saddle-point problem,
-  Sec. 3 (3.1) the landscape with Fig. 1 (loss over PGD iterations, 20 restarts) and
-  Fig. 2 (final losses of 10^5 restarts), Sec. 5 the experiments with Table 1 (MNIST) and
-  Table 2 (CIFAR-10) and Fig. 5 (adversarial loss during training). The ICLR 2018 text
-  numbers its figures differently; do not mix the two.
+  Adversarial Attacks*, ICLR 2018 (``madry2018towards``), cited in its ICLR 2018 conference
+  text (headed "Published as a conference paper at ICLR 2018"; OpenReview ``rJzIBfZAb``), whose
+  numbering the book uses. Every ``madry.*`` location below was checked against that text:
+  Sec. 2 the saddle-point problem, equation (2.1); Sec. 3 FGSM and the PGD update rule
+  (paragraph "Gradients from attacks"; Danskin's theorem, details in Appendix C); Sec. 4 the
+  experiments: the MNIST and CIFAR10 training settings, Fig. 1 (cross-entropy on adversarial
+  examples during training), Table 1 (MNIST), Table 2 (CIFAR10), Fig. 2 (accuracy against eps);
+  Appendix A the landscape: Fig. 3 (loss over PGD iterations, 20 runs from random starts) and
+  Fig. 4 (final losses of 10^5 restarts); Appendix B network capacity. The arXiv version
+  (1706.06083) is a longer text, numbered differently (PGD in Sec. 2.1, the landscape in
+  Sec. 3.1, the experiments in Sec. 5); do not mix the two.
+* Papernot et al., *Practical Black-Box Attacks against Machine Learning*, AsiaCCS 2017
+  (``papernot2017practical``): only its abstract is quoted, "We find that their DNN
+  misclassifies 84.24% of the adversarial examples crafted with our substitute."
 * MadryLab's released code: ``mnist_challenge/config.json`` and
   ``cifar10_challenge/config.json`` (``madrylab_challenges``), and the ``robustness``
   library's documentation (``engstrom2019robustness``) for the step-size rule.
@@ -187,12 +195,12 @@ _ROWS: list[tuple[str, float, str, str, str, str, str]] = [
      "06_transferability"),
     # --- Madry et al. 2018: settings --------------------------------------------------------
     ("madry.mnist.eps", 0.3, "0.3",
-     "MNIST L-infinity radius", _MADRY, "Sec. 5", "09_robust_training"),
+     "MNIST L-infinity radius", _MADRY, "Sec. 4 (MNIST)", "09_robust_training"),
     ("madry.mnist.train_steps", 40, "40",
-     "PGD steps of the adversary used in MNIST training", _MADRY, "Sec. 5",
+     "PGD steps of the adversary used in MNIST training", _MADRY, "Sec. 4 (MNIST)",
      "09_robust_training"),
     ("madry.mnist.train_step_size", 0.01, "0.01",
-     "PGD step size in MNIST training", _MADRY, "Sec. 5", "09_robust_training"),
+     "PGD step size in MNIST training", _MADRY, "Sec. 4 (MNIST)", "09_robust_training"),
     ("madry.mnist.iterations", 100_000, "100,000",
      "MNIST training iterations (batch 50), per the released config", _CODE,
      "mnist_challenge/config.json (max_num_training_steps)", "09_robust_training"),
@@ -200,17 +208,17 @@ _ROWS: list[tuple[str, float, str, str, str, str, str]] = [
      "MNIST training batch size, per the released config", _CODE,
      "mnist_challenge/config.json (training_batch_size)", "09_robust_training"),
     ("madry.cifar.eps", 8 / 255, "8/255",
-     "CIFAR-10 L-infinity radius (8 on the 0-255 scale)", _MADRY, "Sec. 5",
+     "CIFAR-10 L-infinity radius (8 on the 0-255 scale)", _MADRY, "Sec. 4 (CIFAR10)",
      "09_robust_training"),
     ("madry.cifar.train_steps_paper", 7, "7",
-     "PGD steps of the adversary used in CIFAR-10 training, per the paper", _MADRY, "Sec. 5",
-     "09_robust_training"),
+     "PGD steps of the adversary used in CIFAR-10 training, per the paper", _MADRY,
+     "Sec. 4 (CIFAR10)", "09_robust_training"),
     ("madry.cifar.train_steps_code", 10, "10",
      "PGD steps in CIFAR-10 training, per the released config", _CODE,
      "cifar10_challenge/config.json (num_steps)", "09_robust_training"),
     ("madry.cifar.train_step_size", 2 / 255, "2/255",
      "PGD step size in CIFAR-10 training (2 on the 0-255 scale; paper and released config)",
-     _MADRY, "Sec. 5", "09_robust_training"),
+     _MADRY, "Sec. 4 (CIFAR10)", "09_robust_training"),
     ("madry.cifar.iterations", 80_000, "80,000",
      "CIFAR-10 training iterations (batch 128), per the released config", _CODE,
      "cifar10_challenge/config.json (max_num_training_steps)", "09_robust_training"),
@@ -219,11 +227,11 @@ _ROWS: list[tuple[str, float, str, str, str, str, str]] = [
      "cifar10_challenge/config.json (training_batch_size)", "09_robust_training"),
     ("madry.landscape.restarts", 100_000, "10^5",
      "uniformly random starting points in the eps-ball, PGD until the loss plateaus, per "
-     "example (five MNIST and five CIFAR-10 examples)", _MADRY, "Sec. 3.1, Fig. 2",
+     "example (five MNIST and five CIFAR-10 examples)", _MADRY, "Appendix A, Fig. 4",
      "08_landscape"),
     ("madry.landscape.trace_restarts", 20, "20",
-     "random restarts whose loss is traced over PGD iterations", _MADRY, "Sec. 3.1, Fig. 1",
-     "08_landscape"),
+     "runs of PGD from uniformly random starts in the eps-ball around one example whose loss is "
+     "traced over the iterations", _MADRY, "Appendix A, Fig. 3", "08_landscape"),
     # --- Madry et al. 2018: Table 1 (MNIST, eps = 0.3, accuracy) ----------------------------
     ("madry.mnist.natural", 0.988, "98.8%",
      "MNIST accuracy of the PGD-trained network on natural examples", _MADRY, "Table 1",
@@ -245,30 +253,32 @@ _ROWS: list[tuple[str, float, str, str, str, str, str]] = [
     ("madry.mnist.targeted40", 0.927, "92.7%",
      "its accuracy under targeted PGD-40, white box", _MADRY, "Table 1", "10_threat_models"),
     ("madry.mnist.cw40", 0.940, "94.0%",
-     "its accuracy under PGD-40 on the CW (margin) loss, white box", _MADRY, "Table 1",
-     "10_threat_models"),
-    ("madry.mnist.cw_plus40", 0.939, "93.9%",
-     "its accuracy under PGD-40 on the CW loss with high confidence (CW+), white box", _MADRY,
-     "Table 1", "10_threat_models"),
-    ("madry.mnist.transfer_a_prime.fgsm", 0.968, "96.8%",
-     "its accuracy under FGSM made on A' (an independently initialized and trained copy)",
+     "its accuracy under CW: Carlini & Wagner's loss minimized with PGD, 40 steps, white box",
      _MADRY, "Table 1", "10_threat_models"),
+    ("madry.mnist.cw_plus40", 0.939, "93.9%",
+     "its accuracy under CW+: the CW loss with a high confidence parameter (kappa = 50), "
+     "PGD-40, white box", _MADRY, "Table 1", "10_threat_models"),
+    ("madry.mnist.transfer_a_prime.fgsm", 0.968, "96.8%",
+     "its accuracy under FGSM made on A' (an independently initialized and trained copy of the "
+     "network)", _MADRY, "Table 1", "10_threat_models"),
     ("madry.mnist.transfer_a_prime.pgd40", 0.960, "96.0%",
      "its accuracy under PGD-40 made on A'", _MADRY, "Table 1", "10_threat_models"),
     ("madry.mnist.transfer_a_prime.pgd100", 0.957, "95.7%",
      "its accuracy under PGD-100 (20 restarts) made on A'", _MADRY, "Table 1",
      "10_threat_models"),
     ("madry.mnist.transfer_a_prime.cw40", 0.970, "97.0%",
-     "its accuracy under CW-loss PGD-40 made on A'", _MADRY, "Table 1", "10_threat_models"),
+     "its accuracy under CW (PGD-40 on the CW loss) made on A'", _MADRY, "Table 1",
+     "10_threat_models"),
     ("madry.mnist.transfer_a_prime.cw_plus40", 0.964, "96.4%",
-     "its accuracy under CW+ PGD-40 made on A'", _MADRY, "Table 1", "10_threat_models"),
+     "its accuracy under CW+ (PGD-40) made on A'", _MADRY, "Table 1", "10_threat_models"),
     ("madry.mnist.transfer_b.fgsm", 0.954, "95.4%",
-     "its accuracy under FGSM made on B (a different architecture, Tramer et al. 2017)",
+     "its accuracy under FGSM made on B (architecture B from Tramer et al. 2017a)",
      _MADRY, "Table 1", "10_threat_models"),
     ("madry.mnist.transfer_b.pgd40", 0.964, "96.4%",
      "its accuracy under PGD-40 made on B", _MADRY, "Table 1", "10_threat_models"),
     ("madry.mnist.transfer_b.cw_plus", 0.957, "95.7%",
-     "its accuracy under CW+ made on B", _MADRY, "Table 1", "10_threat_models"),
+     "its accuracy under CW+ made on B (the table lists no steps or restarts)", _MADRY,
+     "Table 1", "10_threat_models"),
     # --- Madry et al. 2018: Table 2 (CIFAR-10, eps = 8/255, accuracy) -----------------------
     ("madry.cifar.natural", 0.873, "87.3%",
      "CIFAR-10 accuracy of the PGD-trained network on natural examples", _MADRY, "Table 2",
@@ -280,19 +290,20 @@ _ROWS: list[tuple[str, float, str, str, str, str, str]] = [
     ("madry.cifar.pgd20", 0.458, "45.8%",
      "its accuracy under PGD-20, white box", _MADRY, "Table 2", "09_robust_training"),
     ("madry.cifar.cw30", 0.468, "46.8%",
-     "its accuracy under CW-loss PGD-30, white box", _MADRY, "Table 2", "09_robust_training"),
+     "its accuracy under CW-30 (the CW loss minimized with PGD, 30 steps), white box", _MADRY,
+     "Table 2", "09_robust_training"),
     ("madry.cifar.transfer_a_prime.fgsm", 0.670, "67.0%",
-     "its accuracy under FGSM made on A' (an independently trained copy)", _MADRY, "Table 2",
-     "10_threat_models"),
+     "its accuracy under FGSM made on A' (an independently initialized and trained copy)",
+     _MADRY, "Table 2", "10_threat_models"),
     ("madry.cifar.transfer_a_prime.pgd7", 0.642, "64.2%",
-     "its accuracy under PGD made on A'", _MADRY, "Table 2", "10_threat_models"),
+     "its accuracy under PGD-7 made on A'", _MADRY, "Table 2", "10_threat_models"),
     ("madry.cifar.transfer_a_prime.cw30", 0.787, "78.7%",
-     "its accuracy under CW-loss PGD made on A'", _MADRY, "Table 2", "10_threat_models"),
+     "its accuracy under CW-30 made on A'", _MADRY, "Table 2", "10_threat_models"),
     ("madry.cifar.transfer_a_nat.fgsm", 0.856, "85.6%",
-     "its accuracy under FGSM made on A_nat (the naturally trained network)", _MADRY,
-     "Table 2", "10_threat_models"),
+     "its accuracy under FGSM made on A_nat (a copy of the network trained on natural examples)",
+     _MADRY, "Table 2", "10_threat_models"),
     ("madry.cifar.transfer_a_nat.pgd7", 0.860, "86.0%",
-     "its accuracy under PGD made on A_nat", _MADRY, "Table 2", "10_threat_models"),
+     "its accuracy under PGD-7 made on A_nat", _MADRY, "Table 2", "10_threat_models"),
     # --- black-box attacks ------------------------------------------------------------------
     ("papernot.metamind.substitute_fgsm", 0.8424, "84.24%",
      "share of the adversarial examples crafted on a substitute that MetaMind's remotely hosted DNN "

@@ -239,7 +239,7 @@ def _percent_formatter():
 
 # --------------------------------------------------------------------------- chapters 7-10
 
-PLAIN_COLOR = "#0072B2"  # Madry et al.'s Fig. 1-2: blue for the standard network
+PLAIN_COLOR = "#0072B2"  # Madry et al.'s Fig. 4: blue for the naturally trained network
 ROBUST_COLOR = "#D55E00"  # and red (here colour-blind safe vermilion) for the adversarially trained one
 
 
@@ -257,7 +257,7 @@ def loss_traces_grid(
     row_labels: Sequence[str],
     column_titles: Sequence[str] | None = None,
 ) -> plt.Figure:
-    """Madry et al.'s Fig. 1 (the lecture's grid): loss over PGD iterations, one line per restart.
+    """Madry et al.'s Fig. 3 (the lecture's grid): loss over PGD iterations, one line per restart.
 
     Args:
         traces: ``(M, E, T, steps + 1)`` losses: ``M`` models (rows), ``E`` examples
@@ -294,7 +294,7 @@ def final_loss_histograms(
     column_titles: Sequence[str] | None = None,
     bins: int = 40,
 ) -> plt.Figure:
-    """Madry et al.'s Fig. 2: the final loss of every random restart, per example, models overlaid.
+    """Madry et al.'s Fig. 4: the final loss of every random restart, per example, models overlaid.
 
     Args:
         final_losses: ``(M, E, R)``: ``M`` models, ``E`` examples (panels), ``R`` restarts.

@@ -16,7 +16,7 @@ Objectives (what one step minimizes; ``alpha = 0.5`` as in the lecture):
   into account" (Goodfellow et al. 2015, Sec. 6).
 * :class:`HiddenFGSMObjective` -- the mix with FGSM perturbations of the *hidden*
   activations of a :class:`~advcore.models.HiddenPerturbMLP` (never the output layer).
-* :class:`PGDObjective` -- Madry et al. (2018), Sec. 2: ``J(x + delta_PGD, y)`` (the box
+* :class:`PGDObjective` -- Madry et al. (2018), Sec. 2-4: ``J(x + delta_PGD, y)`` (the box
   "Algorithm 1: PGD adversarial training" of the lecture is Wong, Rice & Kolter 2020).
 * :class:`FastFGSMObjective` -- Wong, Rice & Kolter (2020): ``J(x + delta_FGSM, y)``, from a
   zero or a random start (catastrophic overfitting, and how a random start avoids it).
@@ -432,10 +432,10 @@ class HiddenFGSMObjective(Objective):
 
 @dataclass(frozen=True)
 class PGDObjective(Objective):
-    """Madry et al.'s adversarial training (Sec. 2 and 5): minimize ``J(x + delta_PGD, y)``.
+    """Madry et al.'s adversarial training (Sec. 2-4): minimize ``J(x + delta_PGD, y)``.
 
     (The lecture's box "Algorithm 1: PGD adversarial training" is Algorithm 1 of Wong, Rice &
-    Kolter 2020; Madry et al. write PGD as an update rule, Sec. 2.1.)
+    Kolter 2020; Madry et al. write PGD as an update rule, Sec. 3.)
 
     ``delta_PGD`` comes from :func:`advcore.attacks.pgd` (``steps`` signed-gradient steps of
     ``step_size``, projected onto the eps-ball, from a random start). ``alpha > 0`` mixes in

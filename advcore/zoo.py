@@ -203,7 +203,7 @@ def _resnet(profile: Profile, name: str, objective: str, options: dict[str, Any]
         epochs=profile.epochs_resnet, batch_size=profile.resnet_batch_size, optimizer="sgd",
         lr=profile.lr_resnet, weight_decay=2e-4, lr_milestones=(0.5, 0.75), data="cifar10",
         sizes={"cifar_train": profile.cifar_train},
-        note=("Madry et al.'s paper (Sec. 5) trains CIFAR-10 with 7 PGD steps of 2/255 at eps 8/255; "
+        note=("Madry et al.'s paper (Sec. 4) trains CIFAR-10 with 7 PGD steps of 2/255 at eps 8/255; "
               "their released cifar10_challenge/config.json says 10 steps of 2/255. We use the "
               "paper's 7 (fewer in the small profiles). The lecture's '40 steps of 0.02' is "
               "neither. A pre-activation ResNet-18 instead of their wide ResNet."),

@@ -1,6 +1,6 @@
 """PGD-training throughput: ``advcore.train.train`` vs. a plain reference loop, in one run.
 
-Trains Madry et al.'s MNIST CNN with PGD adversarial training (Madry et al. 2018, Sec. 5; the
+Trains Madry et al.'s MNIST CNN with PGD adversarial training (Madry et al. 2018, Sec. 4; the
 lecture's "Algorithm 1" box is Wong, Rice & Kolter 2020's: eps = 0.3,
 random start, ``--steps`` PGD steps of 2.5 * eps / steps, or Madry's 0.01 for 40 steps;
 Adam, batch 50) on the first ``--examples`` MNIST training images, three ways, interleaved

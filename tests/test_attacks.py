@@ -113,7 +113,7 @@ def test_fgsm_on_softmax_regression_matches_its_closed_form() -> None:
 
 
 def textbook_pgd(model, x, y, delta, *, eps, step_size, steps, targeted=False):
-    """Algorithm 1 of Madry et al., line by line, with project_linf."""
+    """Madry et al.'s PGD update rule (Sec. 3), line by line, with project_linf."""
     model.eval()
     for _ in range(steps):
         delta = delta.clone().requires_grad_(True)

@@ -109,7 +109,7 @@ $$
 FGSM is the exact inner maximizer when $L$ is linear in $x$; any attack gives a lower bound on
 the inner maximum.
 
-**The PGD step and projection** (Sec. 2.1): from a random start $x^0 = x + \eta$,
+**The PGD step and projection** (Sec. 3; the random start, Sec. 4): from $x^0 = x + \eta$,
 $\eta \sim U(-\epsilon, \epsilon)^n$, repeat, with step size $a$ (Madry et al. call it $\alpha$;
 here $\alpha$ is already the weight of the mix above)
 
