@@ -156,7 +156,7 @@ def pgd_step_size(eps: float, steps: int) -> float:
     library (Engstrom et al. 2019, README, "Pretrained models"; ``papers.number(
     "robustness.step_size_factor")``), *not* in Madry et al. 2018, whose MNIST runs use
     steps of 0.01 (40 steps in training, 100 in evaluation; ``mnist_challenge/config.json``)
-    and whose CIFAR-10 training uses 7 steps of 2/255 (Sec. 5).
+    and whose CIFAR-10 training uses 7 steps of 2/255 (Sec. 4).
 
     Args:
         eps: L-infinity budget, ``eps >= 0``.

@@ -344,11 +344,11 @@ assert len(NUMBERS) == len(_ROWS), "duplicate key in advcore.papers._ROWS"
 MNIST_EPS: float = NUMBERS["goodfellow.mnist.eps"].value
 #: Goodfellow et al. 2015, Sec. 6: weight of the clean term, J~ = alpha J(x) + (1 - alpha) J(x_adv).
 ALPHA: float = NUMBERS["goodfellow.advtrain.alpha"].value
-#: Madry et al. 2018, Sec. 5: the L-infinity budget on MNIST.
+#: Madry et al. 2018, Sec. 4 (MNIST): the L-infinity budget on MNIST.
 MADRY_EPS: float = NUMBERS["madry.mnist.eps"].value
-#: Madry et al. 2018, Sec. 5: the L-infinity budget on CIFAR-10 (8/255).
+#: Madry et al. 2018, Sec. 4 (CIFAR10): the L-infinity budget on CIFAR-10 (8/255).
 CIFAR_EPS: float = NUMBERS["madry.cifar.eps"].value
-#: Madry et al. 2018, Sec. 5: the PGD step of MNIST training (0.01, with 40 steps).
+#: Madry et al. 2018, Sec. 4 (MNIST): the PGD step of MNIST training (0.01, with 40 steps).
 MADRY_STEP: float = NUMBERS["madry.mnist.train_step_size"].value
 
 

@@ -358,13 +358,15 @@ def downloads_committed() -> bool:
     return not _in_checkout() and not os.environ.get(RESULTS_ENV, "").strip()
 
 
-def fetch_committed(relative: str) -> Path | None:
-    """Download ``results/<relative>`` from the repository into ``cache_dir() / "results"``.
+def fetch_committed(relative: str, *, target: Path | None = None) -> Path | None:
+    """Download ``results/<relative>`` from the repository to ``target``.
 
-    For an installation without the checkout (:func:`downloads_committed`). Returns the local
-    path, or ``None`` when offline or when the repository has no such file. The caller checks
-    the content (results and long runs carry their SHA-256).
+    ``target`` defaults to ``cache_dir() / "results" / relative``. For an installation without
+    the checkout (:func:`downloads_committed`). Returns the local path, or ``None`` when offline,
+    when the download fails, or when the repository has no such file. The caller checks the
+    content (results and long runs carry their SHA-256).
     """
+    from http.client import HTTPException
     from urllib.error import URLError
     from urllib.request import urlopen
 
@@ -373,11 +375,11 @@ def fetch_committed(relative: str) -> Path | None:
     base = _repository_results_url()
     if base is None or not is_online(base):
         return None
-    target = cache_dir() / "results" / relative
+    target = target if target is not None else cache_dir() / "results" / relative
     try:
         with urlopen(f"{base}/{relative}", timeout=60) as response:
             atomic_write_bytes(target, response.read())
-    except (URLError, OSError, ValueError):  # 404 (nothing committed yet) included
+    except (URLError, HTTPException, OSError, ValueError):  # 404 (nothing committed yet) and cut-off reads
         return None
     return target
 

@@ -324,7 +324,7 @@ def committed_run(name: str, *, profile: Profile | str | None = None) -> "longru
 
     prof = current_profile(profile)
     run = longrun.RUNS.get(name)
-    if not prof.committed_runs or run is None or run.zoo_name != name:
+    if not prof.committed_runs or run is None or run.zoo_name != name or not run.replaces_zoo_entry:
         return None
     try:
         state = longrun.load_state(name)
@@ -336,12 +336,18 @@ def committed_run(name: str, *, profile: Profile | str | None = None) -> "longru
 
 
 def cache_key(name: str, *, profile: Profile | str | None = None) -> str:
-    """The SHA-256 of the recipe (and of the victim's key for a surrogate) and the zoo format."""
+    """The SHA-256 of the recipe, the zoo format and, for a surrogate, its victim's model.
+
+    The recipe's prose ``note`` is left out (as in the committed long runs' keys): a wording or
+    citation fix must not retrain a model. A surrogate's key follows the victim model it is
+    trained to imitate (:func:`model_key`: a committed run's weights once one is used).
+    """
     prof = current_profile(profile)
     rec = profile_recipe(name, profile=prof)
-    payload = {"format": ZOO_FORMAT, "profile": prof.name, "recipe": rec.to_dict()}
+    recipe_fields = {k: v for k, v in rec.to_dict().items() if k != "note"}
+    payload = {"format": ZOO_FORMAT, "profile": prof.name, "recipe": recipe_fields}
     if rec.victim is not None:
-        payload["victim"] = cache_key(rec.victim, profile=prof)
+        payload["victim"] = model_key(rec.victim, profile=prof)
     return storage.json_digest(payload)
 
 
@@ -716,8 +722,15 @@ def manifest(name: str, *, profile: Profile | str | None = None) -> dict[str, An
 
 
 def model_key(name: str, *, profile: Profile | str | None = None) -> str:
-    """A key of the weights :func:`get` returns (the committed run's key, else :func:`cache_key`), for caching results."""
-    return manifest(name, profile=profile)["key"] if committed_run(name, profile=profile) else cache_key(name, profile=profile)
+    """A key of the weights :func:`get` returns, for caching results computed with them.
+
+    For a committed run: its recipe key and the SHA-256 of its weights (a run retrained with
+    the same recipe gets a new key); else :func:`cache_key`.
+    """
+    if committed_run(name, profile=profile) is None:
+        return cache_key(name, profile=profile)
+    state = manifest(name, profile=profile)
+    return storage.json_digest({"run": state["key"], "weights": state["files"][state.get("weights", "model.pt")]})
 
 
 def train_all(names_: list[str] | None = None, *, profile: Profile | str | None = None,

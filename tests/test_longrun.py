@@ -185,3 +185,48 @@ def test_committed_weights_replaced_by_other_valid_weights_are_detected(tiny_run
         longrun.load_weights("tiny", root=tiny_run)
     path.write_bytes(original)
     longrun.load_weights("tiny", root=tiny_run)  # restored: used again
+
+
+def test_without_a_checkout_a_finished_run_is_downloaded_verified_and_kept_consistent(tiny_run, monkeypatch, tmp_path):
+    """Colab: no checkout, the committed files come from the repository (here: a folder standing in for it)."""
+    import shutil
+
+    repository = tiny_run  # the committed results/ of the tiny run
+    longrun.run_piece("tiny", epochs=1, root=repository, progress=False)
+    online = {"yes": True}
+    fetched: list[str] = []
+
+    def fetch(relative, *, target=None):
+        source = repository / relative
+        if not online["yes"] or not source.is_file():
+            return None
+        target = target if target is not None else tmp_path / "cache" / "results" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        fetched.append(relative)
+        return target
+
+    monkeypatch.setenv("ADVCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(longrun, "downloads_committed", lambda: True)
+    monkeypatch.setattr(longrun, "fetch_committed", fetch)
+    monkeypatch.setattr(longrun, "_FETCHED", set())
+    assert longrun.load_state("tiny") is None  # unfinished: nothing is copied, no warning
+    assert fetched == ["runs/tiny/run.json"] and not (longrun.run_dir("tiny") / "run.json").exists()
+
+    longrun.run_piece("tiny", epochs=1, root=repository, progress=False)  # now finished
+    monkeypatch.setattr(longrun, "_FETCHED", set())
+    state = longrun.load_state("tiny")
+    assert state["epochs_done"] == state["epochs_total"] and longrun.run_dir("tiny").is_relative_to(tmp_path / "cache")
+    reference = longrun.load_weights("tiny", root=repository)
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(),
+                                                  longrun.load_weights("tiny").state_dict().values()))
+
+    weights = longrun.run_dir("tiny") / state["weights"]
+    weights.write_bytes(b"damaged")  # a cached file that went bad is downloaded again
+    monkeypatch.setattr(longrun, "_FETCHED", set())
+    fetched.clear()
+    assert longrun.load_state("tiny")["key"] == state["key"] and f"runs/tiny/{state['weights']}" in fetched
+
+    online["yes"] = False  # offline: the consistent cached copy is used
+    monkeypatch.setattr(longrun, "_FETCHED", set())
+    assert longrun.load_state("tiny")["epochs_done"] == state["epochs_done"]

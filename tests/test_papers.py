@@ -71,7 +71,8 @@ def _cited_text(path: Path) -> str:
 def test_madry_citations_use_the_iclr_numbering():
     root = NOTEBOOKS.parent
     files = [*NOTEBOOKS.glob("*.ipynb"), *(root / "advcore").glob("*.py"), *(root / "book").glob("*.md"),
-             *(root / "tools").glob("*.py"), *(root / "benchmarks").glob("*.py"), root / "benchmarks" / "README.md"]
+             *(root / "tools").glob("*.py"), *(root / "benchmarks").glob("*.py"), root / "benchmarks" / "README.md",
+             root / "CONTRIBUTING.md", root / "README.md", root / "results" / "README.md"]
     found = {f"{p.relative_to(root)}: {m.group(0)!r}" for p in files if p.exists()
              for m in _ARXIV_ONLY.finditer(_cited_text(p))}
     assert not found, f"arXiv-only locations cited for Madry et al. (cite the ICLR 2018 text): {sorted(found)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -9,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from advcore import data, zoo
+from advcore import data, storage, zoo
 from advcore import train as training
 from advcore.profiles import PROFILES, current_profile
 
@@ -65,7 +66,7 @@ def test_describe_is_one_line_per_entry(profile: str) -> None:
 
 def test_gpu_recipes_follow_the_papers() -> None:
     gpu = PROFILES["gpu"]
-    maxout = zoo.recipe("maxout_fgsm", profile=gpu)
+    maxout = zoo.profile_recipe("maxout_fgsm", profile=gpu)
     # pylearn2's mnist_pi.yaml (Goodfellow et al. 2013): include probabilities .8 / .5, max_col_norm 1.9365
     assert maxout.architecture_options | {} == {"hidden": 240, "pieces": 5, "layers": 2,
                                                  "input_dropout": 0.2, "dropout": 0.5, "max_norm": 1.9365}
@@ -73,16 +74,16 @@ def test_gpu_recipes_follow_the_papers() -> None:
     assert maxout.optimizer == "sgd" and "SGD with momentum 0.9" in maxout.note
     assert zoo.build_model(maxout).max_norm == 1.9365
     # the short profiles keep Adam (their recipes, and so their cache keys, are unchanged)
-    assert "max_norm" not in zoo.recipe("maxout_fgsm", profile="cpu").architecture_options
-    assert zoo.recipe("maxout_noise_sign", profile=gpu).objective_options["distribution"] == "sign"
-    large = zoo.recipe("maxout1600_fgsm_es", profile=gpu)
+    assert "max_norm" not in zoo.profile_recipe("maxout_fgsm", profile="cpu").architecture_options
+    assert zoo.profile_recipe("maxout_noise_sign", profile=gpu).objective_options["distribution"] == "sign"
+    large = zoo.profile_recipe("maxout1600_fgsm_es", profile=gpu)
     assert large.architecture_options["hidden"] == 1600 and large.early_stopping
-    cnn = zoo.recipe("cnn_pgd", profile=gpu)
+    cnn = zoo.profile_recipe("cnn_pgd", profile=gpu)
     assert cnn.objective_options == {"eps": 0.3, "step_size": 0.01, "steps": 40, "random_start": True, "warmup": 0.0}
     assert (cnn.optimizer, cnn.lr, cnn.batch_size) == ("adam", 1e-4, 50)
     steps = cnn.epochs * math.ceil(gpu.mnist_train / cnn.batch_size)
     assert 99_000 <= steps <= 101_000  # Madry et al.: 100k iterations
-    resnet = zoo.recipe("resnet_cifar_pgd", profile=gpu)
+    resnet = zoo.profile_recipe("resnet_cifar_pgd", profile=gpu)
     assert resnet.objective_options["eps"] == pytest.approx(8 / 255)
     assert (resnet.objective_options["steps"], resnet.objective_options["step_size"]) == (7, pytest.approx(2 / 255))
     assert resnet.architecture_options["width"] == 64
@@ -90,7 +91,7 @@ def test_gpu_recipes_follow_the_papers() -> None:
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu"])
 def test_fewer_pgd_steps_get_a_scaled_step_size(profile: str) -> None:
-    options = zoo.recipe("cnn_pgd", profile=profile).objective_options
+    options = zoo.profile_recipe("cnn_pgd", profile=profile).objective_options
     assert options["step_size"] == pytest.approx(2.5 * 0.3 / options["steps"], rel=0.01)
 
 
@@ -232,7 +233,7 @@ def test_surrogate_learns_the_victims_labels_on_held_out_images(tiny, monkeypatc
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
 def test_independent_robust_copy_differs_only_in_seed(profile: str) -> None:
     """Madry et al.'s Table 1 source A': the same training, independently initialized."""
-    original, copy = (zoo.recipe(name, profile=profile).to_dict() for name in ("cnn_pgd", "cnn_pgd_seed1"))
+    original, copy = (zoo.profile_recipe(name, profile=profile).to_dict() for name in ("cnn_pgd", "cnn_pgd_seed1"))
     assert (copy.pop("name"), copy.pop("seed")) == ("cnn_pgd_seed1", 1)
     assert (original.pop("name"), original.pop("seed")) == ("cnn_pgd", 0)
     assert copy == original
@@ -248,7 +249,7 @@ def test_every_mnist_entry_trains_in_the_smoke_profile() -> None:
     for name in MNIST_NAMES:
         model = zoo.get(name, profile=smoke, device="cpu")
         history = zoo.history(name, profile=smoke)
-        recipe = zoo.recipe(name, profile=smoke)
+        recipe = zoo.profile_recipe(name, profile=smoke)
         assert not model.training
         assert 1 <= len(history) <= recipe.epochs
         assert all(math.isfinite(v) for v in history.steps["loss"]), name
@@ -284,9 +285,13 @@ def test_profiles_that_use_committed_runs_load_them_instead_of_training(committe
     assert zoo.profile_recipe("softmax", profile=committed_softmax).epochs == 1
     assert zoo.history("softmax", profile=committed_softmax).epochs["epoch"] == [1, 2]
     assert "results/runs/softmax" in zoo.describe("softmax", profile=committed_softmax)
-    assert zoo.model_key("softmax", profile=committed_softmax) == longrun.load_state("softmax")["key"]
-    # the smoke profile keeps training its own tiny model
+    # the key of results computed with the model names the committed weights, not the profile's recipe
+    state = longrun.load_state("softmax")
+    key = zoo.model_key("softmax", profile=committed_softmax)
     own = committed_softmax.replace(committed_runs=False)
+    assert key != zoo.model_key("softmax", profile=own) == zoo.cache_key("softmax", profile=own)
+    assert key == storage.json_digest({"run": state["key"], "weights": state["files"][state["weights"]]})
+    # the smoke profile keeps training its own tiny model
     assert zoo.committed_run("softmax", profile=own) is None
     # a committed model and a profile-trained one are not trained alike; two profile-trained ones are
     assert not zoo.trained_alike("softmax", "softmax_fgsm", profile=committed_softmax)
@@ -305,3 +310,25 @@ def test_a_damaged_committed_run_is_not_used(committed_softmax, monkeypatch) -> 
     with pytest.warns(UserWarning, match="Not using the committed run of 'softmax'.*damaged"):
         zoo.get("softmax", profile=committed_softmax, device="cpu")
     assert len(counting.calls) == 1  # trained the profile's own recipe instead
+
+
+def test_a_surrogates_key_follows_the_victim_model_it_imitates(monkeypatch) -> None:
+    """The surrogate is trained on its victim's labels: a committed victim means another surrogate."""
+    from advcore import longrun
+
+    before = zoo.cache_key("surrogate_mlp", profile="cpu")
+    assert before == zoo.cache_key("surrogate_mlp", profile="cpu")  # stable
+    monkeypatch.setattr(zoo, "committed_run", lambda name, profile=None: longrun.RUNS["cnn"] if name == "cnn" else None)
+    assert zoo.cache_key("surrogate_mlp", profile="cpu") != before
+
+
+def test_a_recipe_note_is_not_part_of_the_cache_key(monkeypatch) -> None:
+    """Rewording a recipe's note (e.g. a citation fix) must not retrain the model."""
+    before = zoo.cache_key("maxout", profile="smoke")
+    real = zoo.profile_recipe
+    monkeypatch.setattr(zoo, "profile_recipe", lambda name, profile=None: dataclasses.replace(
+        real(name, profile=profile), note="reworded"))
+    assert zoo.cache_key("maxout", profile="smoke") == before
+    monkeypatch.setattr(zoo, "profile_recipe", lambda name, profile=None: dataclasses.replace(
+        real(name, profile=profile), lr=0.5))
+    assert zoo.cache_key("maxout", profile="smoke") != before
