@@ -46,7 +46,8 @@ import os
 import warnings
 import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterator, Literal
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,7 @@ from advcore.checks import (
 )
 
 __all__ = [
+    "AttackSpec",
     "LossFn",
     "PRECISIONS",
     "Precision",
@@ -420,6 +422,81 @@ def pgd(
     return _attack(model, x, y, eps=eps, step_size=step_size, steps=steps, starts=starts,
                    restarts=restarts, targeted=targeted, loss_fn=loss_fn,
                    precision=check_precision(precision), on_step=on_step)
+
+
+# --------------------------------------------------------------------------- an attack as data
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One L-infinity attack as a small value: what it is, its budget and its steps.
+
+    The one shape of "an attack" in advcore: a training monitor, an evaluation, a zoo recipe
+    (:meth:`to_dict`) and the experiments all use it. Called as ``spec(model, x, y)`` (an
+    ``evaluate`` attack) or ``spec(model, x, y, generator)`` (a training monitor, which draws
+    PGD's random starts from the training run's generator).
+
+    Attributes:
+        kind: ``"fgsm"`` (Goodfellow et al. 2015, Sec. 4) or ``"pgd"`` (Madry et al. 2018, Sec. 2.1).
+        eps: L-infinity budget, ``eps >= 0``.
+        step_size, steps: PGD's step and number of steps (e.g. :func:`pgd_step_size`); unused by FGSM.
+        restarts, random_start: PGD's random restarts (the worst case per example is kept).
+    """
+
+    kind: Literal["fgsm", "pgd"]
+    eps: float
+    step_size: float | None = None
+    steps: int = 1
+    restarts: int = 1
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fgsm", "pgd"):
+            raise ValueError(f"kind must be 'fgsm' or 'pgd', got {describe(self.kind)}.")
+        check_number(self.eps, "eps", minimum=0.0)
+        if self.kind == "pgd":
+            check_number(self.step_size, "step_size", minimum=0.0, strict=True)
+            check_int(self.steps, "steps", minimum=1)
+            check_int(self.restarts, "restarts", minimum=1)
+
+    def __call__(self, model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Adversarial images for ``(x, y)`` (shapes and ranges as :func:`fgsm` and :func:`pgd`)."""
+        if self.kind == "fgsm":
+            return fgsm(model, x, y, eps=self.eps)
+        return pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps, restarts=self.restarts,
+                   random_start=self.random_start, generator=generator)
+
+    def seeded(self, seed: int, device: torch.device | str) -> Callable[[Callable[[Tensor], Tensor], Tensor, Tensor],
+                                                                       Tensor]:
+        """This attack with a generator of its own, seeded now: one evaluation that draws the same
+        random starts whatever other evaluations ran before it."""
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return lambda model, x, y: self(model, x, y, generator)
+
+    def describe(self) -> str:
+        """One line, e.g. ``"PGD eps=0.3, 40 steps of 0.01"`` (a training run's key records it: keep it stable)."""
+        if self.kind == "fgsm":
+            return f"FGSM eps={self.eps:g}"
+        restarts = f", {self.restarts} restarts" if self.restarts > 1 else ""
+        return f"PGD eps={self.eps:g}, {self.steps} steps of {self.step_size:.3g}{restarts}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The zoo recipes' form: ``{"attack": kind, "eps": ...}`` with PGD's settings where they apply."""
+        if self.kind == "fgsm":
+            return {"attack": "fgsm", "eps": self.eps}
+        spec = {"attack": "pgd", "eps": self.eps, "step_size": self.step_size, "steps": self.steps}
+        if self.restarts != 1:
+            spec["restarts"] = self.restarts
+        if not self.random_start:
+            spec["random_start"] = False
+        return spec
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> "AttackSpec":
+        """The attack of a zoo recipe's ``{"attack": "fgsm" | "pgd", "eps": ..., ...}``."""
+        options = {key: value for key, value in spec.items() if key != "attack"}
+        return cls(spec["attack"], **options)
 
 
 # --------------------------------------------------------------------------- shared core

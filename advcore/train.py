@@ -92,36 +92,17 @@ __all__ = [
 # =========================================================================== attacks used to monitor
 
 
-@dataclass(frozen=True)
-class FGSMAttack:
-    """FGSM at ``eps`` as a ``(model, x, y, generator) -> x_adv`` callable (for monitoring)."""
-
-    eps: float
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return attacks.fgsm(model, x, y, eps=self.eps)
-
-    def describe(self) -> str:
-        return f"FGSM eps={self.eps:g}"
+def FGSMAttack(eps: float) -> attacks.AttackSpec:  # noqa: N802 -- the name of the monitor it makes
+    """FGSM at ``eps`` as a training monitor: an :class:`advcore.attacks.AttackSpec`."""
+    return attacks.AttackSpec("fgsm", eps)
 
 
-@dataclass(frozen=True)
-class PGDAttack:
-    """PGD (Madry et al.) as a ``(model, x, y, generator) -> x_adv`` callable (for monitoring)."""
-
-    eps: float
-    step_size: float
-    steps: int
-    random_start: bool = True
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                           random_start=self.random_start, generator=generator)
-
-    def describe(self) -> str:
-        return f"PGD eps={self.eps:g}, {self.steps} steps of {self.step_size:.3g}"
+def PGDAttack(eps: float, step_size: float, steps: int, random_start: bool = True) -> attacks.AttackSpec:  # noqa: N802
+    """PGD (Madry et al.) as a training monitor: an :class:`advcore.attacks.AttackSpec`."""
+    return attacks.AttackSpec("pgd", eps, step_size, steps, random_start=random_start)
 
 
+#: A monitor: ``(model, x, y, generator) -> x_adv``, e.g. an :class:`advcore.attacks.AttackSpec`.
 MonitorAttack = Callable[[nn.Module, Tensor, Tensor, "torch.Generator | None"], Tensor]
 
 
