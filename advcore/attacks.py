@@ -47,6 +47,7 @@ import warnings
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterator, Literal
 
 import torch
@@ -409,12 +410,7 @@ def pgd(
     """
     x, y, eps, step_size, steps, restarts = check_pgd_inputs(x, y, eps=eps, step_size=step_size, steps=steps,
                                                              restarts=restarts)
-    starts = _check_start(start, x, eps, restarts)
-    if starts is None and restarts > 1 and not random_start:
-        raise ValueError(
-            "restarts > 1 needs random_start=True (or explicit `start`): without a random "
-            "start every restart is the same deterministic run."
-        )
+    starts = _check_starts(start, x, eps, restarts, random_start)
     if eps == 0:
         return x.clone()
     if starts is None and random_start:
@@ -896,6 +892,17 @@ def autocast(precision: str | None, device: torch.device | str) -> Iterator[None
 # --------------------------------------------------------------------------- validation
 
 
+def _check_starts(start: Tensor | None, x: Tensor, eps: float, restarts: int, random_start: bool) -> Tensor | None:
+    """Explicit starts (:func:`_check_start`), or None; several restarts need different starts."""
+    starts = _check_start(start, x, eps, restarts)
+    if starts is None and restarts > 1 and not random_start:
+        raise ValueError(
+            "restarts > 1 needs random_start=True (or explicit `start`): without a random "
+            "start every restart is the same deterministic run."
+        )
+    return starts
+
+
 def _check_start(start: Tensor | None, x: Tensor, eps: float, restarts: int) -> Tensor | None:
     """Explicit starts as ``(restarts, *x.shape)`` inside the eps-ball, or None."""
     if start is None:
@@ -1071,12 +1078,7 @@ def apgd(
     if momentum > 1 or rho > 1:
         raise ValueError(f"momentum must be in (0, 1] and rho in [0, 1], got {momentum} and {rho}.")
     objective = _apgd_objective(loss, targeted=targeted, labels=labels, x=x)
-    starts = _check_start(start, x, eps, restarts)
-    if starts is None and restarts > 1 and not random_start:
-        raise ValueError(
-            "restarts > 1 needs random_start=True (or explicit `start`): without a random "
-            "start every restart is the same deterministic run."
-        )
+    starts = _check_starts(start, x, eps, restarts, random_start)
     if eps == 0:
         return x.clone()
     if starts is None:
@@ -1129,6 +1131,26 @@ def _better(new: tuple[Tensor, Tensor], old: tuple[Tensor, Tensor]) -> Tensor:
     return (new_success & ~old_success) | ((new_success == old_success) & (new_value > old_value))
 
 
+def _apgd_point(model: Callable[[Tensor], Tensor], point: Tensor, *, y: Tensor,
+                objective: Callable[[Tensor, Tensor], Tensor], targeted: bool, gradient: bool,
+                check_now: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """APGD's look at one point: ``(f, adversarial?, grad f)`` per example (``grad f`` only if ``gradient``)."""
+    point = point.detach().requires_grad_(gradient)
+    logits = model(point)
+    if check_now:
+        check_logits(logits, y, grad_needed=gradient)
+    value = objective(logits, y)
+    if check_now and (not isinstance(value, Tensor) or value.shape != y.shape):
+        raise ValueError(
+            f"loss must return one loss per example, shape ({y.shape[0]},), got {describe(value)}; "
+            "use reduction='none'."
+        )
+    predicted = logits.detach().argmax(1)
+    success = predicted == y if targeted else predicted != y
+    grad = torch.autograd.grad(value.sum(), point, allow_unused=True, materialize_grads=True)[0] if gradient else None
+    return value.detach(), success, grad
+
+
 def _apgd_run(
     model: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -1148,24 +1170,7 @@ def _apgd_run(
     """One APGD run from ``x_adv`` (inside the box); returns the chosen point and its (success, f)."""
     n = x.shape[0]
     view = (-1, *[1] * (x.dim() - 1))
-
-    def evaluate(point: Tensor, *, gradient: bool, check_now: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(f, adversarial?, grad f)`` at ``point``, per example."""
-        point = point.detach().requires_grad_(gradient)
-        logits = model(point)
-        if check_now:
-            check_logits(logits, y, grad_needed=gradient)
-        value = objective(logits, y)
-        if check_now and (not isinstance(value, Tensor) or value.shape != y.shape):
-            raise ValueError(
-                f"loss must return one loss per example, shape ({n},), got {describe(value)}; "
-                "use reduction='none'."
-            )
-        predicted = logits.detach().argmax(1)
-        success = predicted == y if targeted else predicted != y
-        grad = torch.autograd.grad(value.sum(), point, allow_unused=True, materialize_grads=True)[0] if gradient else None
-        return value.detach(), success, grad
-
+    evaluate = partial(_apgd_point, model, y=y, objective=objective, targeted=targeted)
     eta = torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device)
     value, success, grad = evaluate(x_adv, gradient=steps > 0, check_now=check)
     best_x, best_value, best_grad, best_success = x_adv.clone(), value.clone(), grad, success.clone()

@@ -32,8 +32,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["ORPHAN_AGE_S", "atomic_write_bytes", "atomic_writer", "check_seal", "json_digest", "record_digest", "remove_orphans",
-           "seal"]
+__all__ = ["ORPHAN_AGE_S", "atomic_write_bytes", "atomic_writer", "check_seal", "json_digest", "record_digest",
+           "remove_orphans", "seal"]
 
 #: A temporary file whose writer cannot be checked (another machine) counts as orphaned after this.
 ORPHAN_AGE_S = 24 * 3600.0

@@ -58,7 +58,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from advcore import attacks, checks, storage
-from advcore.attacks import input_gradient, rotate  # noqa: F401 -- their home is attacks; notebook 04 imports them from here
+# Their home is attacks; notebook 04 imports them from here.
+from advcore.attacks import input_gradient, rotate  # noqa: F401
 from advcore.storage import atomic_write_bytes
 
 if TYPE_CHECKING:  # pandas is imported lazily: only the frames need it
@@ -1260,7 +1261,7 @@ def _start(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
         checks.check_int(until_epoch, "until_epoch", minimum=1)
     if config.early_stopping and val_set is None:
         raise ValueError("early_stopping needs val_set and a monitor attack (the adversarial validation error).")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device is None else torch.device(device)
     if config.precision == "float16" and device.type != "cuda":
         raise ValueError("precision='float16' needs CUDA; on the CPU use 'bfloat16' or None (float32).")
     data = _Data.of(train_set, val_set, config.eval_train_examples)

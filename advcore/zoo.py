@@ -55,7 +55,8 @@ from advcore.papers import ALPHA, CIFAR_EPS, MADRY_EPS, MNIST_EPS  # the papers'
 from advcore import train as training
 from advcore.profiles import Profile, current_profile, default_device
 
-__all__ = ["ARCHITECTURES", "Architecture", "Recipe", "describe", "entry_dir", "get", "history", "names", "recipe", "train_all"]
+__all__ = ["ARCHITECTURES", "Architecture", "Recipe", "describe", "entry_dir", "get", "history", "names", "recipe",
+           "train_all"]
 
 log = logging.getLogger(__name__)
 

@@ -539,7 +539,8 @@ def test_attack_spec_is_fgsm_or_pgd_and_describes_itself() -> None:
     fgsm_spec = AttackSpec("fgsm", 0.3)
     torch.testing.assert_close(fgsm_spec(model, x, y), fgsm(model, x, y, eps=0.3))
     pgd_spec = AttackSpec("pgd", 0.3, 0.05, 10, restarts=2)
-    expected = pgd(model, x, y, eps=0.3, step_size=0.05, steps=10, restarts=2, generator=torch.Generator().manual_seed(4))
+    expected = pgd(model, x, y, eps=0.3, step_size=0.05, steps=10, restarts=2,
+                   generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(pgd_spec(model, x, y, torch.Generator().manual_seed(4)), expected)
     # A seeded evaluation draws the same starts however often it is made; its generator advances over batches.
     first, second = pgd_spec.seeded(4, "cpu"), pgd_spec.seeded(4, "cpu")
