@@ -58,8 +58,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from advcore import attacks, checks, storage
-# Their home is attacks; notebook 04 imports them from here.
-from advcore.attacks import input_gradient, rotate  # noqa: F401
+from advcore.attacks import input_gradient, rotate  # noqa: F401 -- their home is attacks; notebook 04 imports them from here
 from advcore.storage import atomic_write_bytes
 
 if TYPE_CHECKING:  # pandas is imported lazily: only the frames need it

@@ -55,8 +55,7 @@ from advcore.papers import ALPHA, CIFAR_EPS, MADRY_EPS, MNIST_EPS  # the papers'
 from advcore import train as training
 from advcore.profiles import Profile, current_profile, default_device
 
-__all__ = ["ARCHITECTURES", "Architecture", "Recipe", "describe", "entry_dir", "get", "history", "names", "recipe",
-           "train_all"]
+__all__ = ["ARCHITECTURES", "Architecture", "Recipe", "describe", "entry_dir", "get", "history", "names", "recipe", "train_all"]
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +352,10 @@ def build_model(rec: Recipe) -> nn.Module:
     return ARCHITECTURES[rec.architecture].build(rec.architecture_options)
 
 
+def _monitor(spec: dict[str, Any]) -> training.MonitorAttack:
+    if spec["attack"] == "fgsm":
+        return training.FGSMAttack(spec["eps"])
+    return training.PGDAttack(spec["eps"], spec["step_size"], spec["steps"])
 
 
 def _training_data(rec: Recipe, prof: Profile) -> tuple[TensorDataset, TensorDataset | None]:
@@ -407,7 +410,7 @@ def training_options(rec: Recipe, prof: Profile) -> tuple[TensorDataset, dict[st
         objective=training.make_objective(rec.objective, **rec.objective_options),
         epochs=rec.epochs, batch_size=rec.batch_size, optimizer=rec.optimizer,
         lr=rec.lr, weight_decay=rec.weight_decay, lr_milestones=rec.lr_milestones,
-        monitor=AttackSpec.from_dict(rec.monitor), eval_train_examples=max(prof.mnist_val // 2, 100),
+        monitor=_monitor(rec.monitor), eval_train_examples=max(prof.mnist_val // 2, 100),
         eval_batch_size=prof.eval_batch_size, early_stopping=rec.early_stopping, patience=rec.patience,
         seed=rec.seed,
     )
