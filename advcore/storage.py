@@ -145,7 +145,8 @@ def json_digest(value: Any) -> str:
 
 def record_digest(record: Mapping[str, Any]) -> str:
     """SHA-256 of a JSON record's content, without its seal (not its layout: indentation and
-    line endings may change, e.g. in a git checkout on Windows)."""
+    line endings may change, e.g. in a git checkout on Windows). Stricter than :func:`json_digest`
+    (no ``str()`` fallback), and its own canonical form: the seals already written depend on it."""
     canonical = json.dumps({k: v for k, v in record.items() if k != SEAL}, sort_keys=True,
                            separators=(",", ":"), allow_nan=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
