@@ -884,7 +884,7 @@ class TrainConfig:
         lr_milestones, lr_gamma: multiply the learning rate by ``lr_gamma`` at these
             fractions of training (e.g. ``(0.5, 0.75)``: Madry et al.'s CIFAR schedule).
         monitor: the attack behind the epoch records' adversarial columns,
-            ``(model, x, y, generator) -> x_adv`` (:class:`FGSMAttack`, :class:`PGDAttack`);
+            ``(model, x, y, generator) -> x_adv`` (an :class:`advcore.attacks.AttackSpec`, e.g. :func:`FGSMAttack`);
             ``"default"``: the objective's own attack; ``None``: none (NaN columns).
         eval_train_examples: the first this-many training examples are evaluated after each
             epoch (``None``: all; ``0``: none, NaN columns); ``eval_batch_size``: their batches.
