@@ -69,6 +69,7 @@ def test_a_recipe_trains_with_a_train_config_of_its_own_settings() -> None:
         assert config.monitor.to_dict() == rec.monitor, name
         assert len(train_set) == prof.mnist_train and len(options["val_set"]) == prof.mnist_val
 
+
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
 def test_describe_is_one_line_per_entry(profile: str) -> None:
     for name in zoo.names():
@@ -266,4 +267,3 @@ def test_every_mnist_entry_trains_in_the_smoke_profile() -> None:
         if recipe.early_stopping:
             assert history.best_epoch is not None
         json.dumps(zoo.manifest(name, profile=smoke))
-
