@@ -46,7 +46,9 @@ import os
 import warnings
 import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterator, Literal
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +66,7 @@ from advcore.checks import (
 )
 
 __all__ = [
+    "AttackSpec",
     "LossFn",
     "PRECISIONS",
     "Precision",
@@ -426,12 +429,7 @@ def pgd(
     """
     x, y, eps, step_size, steps, restarts = check_pgd_inputs(x, y, eps=eps, step_size=step_size, steps=steps,
                                                              restarts=restarts)
-    starts = _check_start(start, x, eps, restarts)
-    if starts is None and restarts > 1 and not random_start:
-        raise ValueError(
-            "restarts > 1 needs random_start=True (or explicit `start`): without a random "
-            "start every restart is the same deterministic run."
-        )
+    starts = _check_starts(start, x, eps, restarts, random_start)
     if eps == 0:
         return x.clone()
     if starts is None and random_start:
@@ -439,6 +437,81 @@ def pgd(
     return _attack(model, x, y, eps=eps, step_size=step_size, steps=steps, starts=starts,
                    restarts=restarts, targeted=targeted, loss_fn=loss_fn,
                    precision=check_precision(precision), on_step=on_step)
+
+
+# --------------------------------------------------------------------------- an attack as data
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One L-infinity attack as a small value: what it is, its budget and its steps.
+
+    The one shape of "an attack" in advcore: a training monitor, an evaluation, a zoo recipe
+    (:meth:`to_dict`) and the experiments all use it. Called as ``spec(model, x, y)`` (an
+    ``evaluate`` attack) or ``spec(model, x, y, generator)`` (a training monitor, which draws
+    PGD's random starts from the training run's generator).
+
+    Attributes:
+        kind: ``"fgsm"`` (Goodfellow et al. 2015, Sec. 4) or ``"pgd"`` (Madry et al. 2018, Sec. 2.1).
+        eps: L-infinity budget, ``eps >= 0``.
+        step_size, steps: PGD's step and number of steps (e.g. :func:`pgd_step_size`); unused by FGSM.
+        restarts, random_start: PGD's random restarts (the worst case per example is kept).
+    """
+
+    kind: Literal["fgsm", "pgd"]
+    eps: float
+    step_size: float | None = None
+    steps: int = 1
+    restarts: int = 1
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fgsm", "pgd"):
+            raise ValueError(f"kind must be 'fgsm' or 'pgd', got {describe(self.kind)}.")
+        check_number(self.eps, "eps", minimum=0.0)
+        if self.kind == "pgd":
+            check_number(self.step_size, "step_size", minimum=0.0, strict=True)
+            check_int(self.steps, "steps", minimum=1)
+            check_int(self.restarts, "restarts", minimum=1)
+
+    def __call__(self, model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Adversarial images for ``(x, y)`` (shapes and ranges as :func:`fgsm` and :func:`pgd`)."""
+        if self.kind == "fgsm":
+            return fgsm(model, x, y, eps=self.eps)
+        return pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps, restarts=self.restarts,
+                   random_start=self.random_start, generator=generator)
+
+    def seeded(self, seed: int, device: torch.device | str) -> Callable[[Callable[[Tensor], Tensor], Tensor, Tensor],
+                                                                       Tensor]:
+        """This attack with a generator of its own, seeded now: one evaluation that draws the same
+        random starts whatever other evaluations ran before it."""
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return lambda model, x, y: self(model, x, y, generator)
+
+    def describe(self) -> str:
+        """One line, e.g. ``"PGD eps=0.3, 40 steps of 0.01"`` (a training run's key records it: keep it stable)."""
+        if self.kind == "fgsm":
+            return f"FGSM eps={self.eps:g}"
+        restarts = f", {self.restarts} restarts" if self.restarts > 1 else ""
+        return f"PGD eps={self.eps:g}, {self.steps} steps of {self.step_size:.3g}{restarts}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The zoo recipes' form: ``{"attack": kind, "eps": ...}`` with PGD's settings where they apply."""
+        if self.kind == "fgsm":
+            return {"attack": "fgsm", "eps": self.eps}
+        spec = {"attack": "pgd", "eps": self.eps, "step_size": self.step_size, "steps": self.steps}
+        if self.restarts != 1:
+            spec["restarts"] = self.restarts
+        if not self.random_start:
+            spec["random_start"] = False
+        return spec
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> "AttackSpec":
+        """The attack of a zoo recipe's ``{"attack": "fgsm" | "pgd", "eps": ..., ...}``."""
+        options = {key: value for key, value in spec.items() if key != "attack"}
+        return cls(spec["attack"], **options)
 
 
 # --------------------------------------------------------------------------- shared core
@@ -838,6 +911,17 @@ def autocast(precision: str | None, device: torch.device | str) -> Iterator[None
 # --------------------------------------------------------------------------- validation
 
 
+def _check_starts(start: Tensor | None, x: Tensor, eps: float, restarts: int, random_start: bool) -> Tensor | None:
+    """Explicit starts (:func:`_check_start`), or None; several restarts need different starts."""
+    starts = _check_start(start, x, eps, restarts)
+    if starts is None and restarts > 1 and not random_start:
+        raise ValueError(
+            "restarts > 1 needs random_start=True (or explicit `start`): without a random "
+            "start every restart is the same deterministic run."
+        )
+    return starts
+
+
 def _check_start(start: Tensor | None, x: Tensor, eps: float, restarts: int) -> Tensor | None:
     """Explicit starts as ``(restarts, *x.shape)`` inside the eps-ball, or None."""
     if start is None:
@@ -1013,12 +1097,7 @@ def apgd(
     if momentum > 1 or rho > 1:
         raise ValueError(f"momentum must be in (0, 1] and rho in [0, 1], got {momentum} and {rho}.")
     objective = _apgd_objective(loss, targeted=targeted, labels=labels, x=x)
-    starts = _check_start(start, x, eps, restarts)
-    if starts is None and restarts > 1 and not random_start:
-        raise ValueError(
-            "restarts > 1 needs random_start=True (or explicit `start`): without a random "
-            "start every restart is the same deterministic run."
-        )
+    starts = _check_starts(start, x, eps, restarts, random_start)
     if eps == 0:
         return x.clone()
     if starts is None:
@@ -1071,6 +1150,26 @@ def _better(new: tuple[Tensor, Tensor], old: tuple[Tensor, Tensor]) -> Tensor:
     return (new_success & ~old_success) | ((new_success == old_success) & (new_value > old_value))
 
 
+def _apgd_point(model: Callable[[Tensor], Tensor], point: Tensor, *, y: Tensor,
+                objective: Callable[[Tensor, Tensor], Tensor], targeted: bool, gradient: bool,
+                check_now: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """APGD's look at one point: ``(f, adversarial?, grad f)`` per example (``grad f`` only if ``gradient``)."""
+    point = point.detach().requires_grad_(gradient)
+    logits = model(point)
+    if check_now:
+        check_logits(logits, y, grad_needed=gradient)
+    value = objective(logits, y)
+    if check_now and (not isinstance(value, Tensor) or value.shape != y.shape):
+        raise ValueError(
+            f"loss must return one loss per example, shape ({y.shape[0]},), got {describe(value)}; "
+            "use reduction='none'."
+        )
+    predicted = logits.detach().argmax(1)
+    success = predicted == y if targeted else predicted != y
+    grad = torch.autograd.grad(value.sum(), point, allow_unused=True, materialize_grads=True)[0] if gradient else None
+    return value.detach(), success, grad
+
+
 def _apgd_run(
     model: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -1090,24 +1189,7 @@ def _apgd_run(
     """One APGD run from ``x_adv`` (inside the box); returns the chosen point and its (success, f)."""
     n = x.shape[0]
     view = (-1, *[1] * (x.dim() - 1))
-
-    def evaluate(point: Tensor, *, gradient: bool, check_now: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(f, adversarial?, grad f)`` at ``point``, per example."""
-        point = point.detach().requires_grad_(gradient)
-        logits = model(point)
-        if check_now:
-            check_logits(logits, y, grad_needed=gradient)
-        value = objective(logits, y)
-        if check_now and (not isinstance(value, Tensor) or value.shape != y.shape):
-            raise ValueError(
-                f"loss must return one loss per example, shape ({n},), got {describe(value)}; "
-                "use reduction='none'."
-            )
-        predicted = logits.detach().argmax(1)
-        success = predicted == y if targeted else predicted != y
-        grad = torch.autograd.grad(value.sum(), point, allow_unused=True, materialize_grads=True)[0] if gradient else None
-        return value.detach(), success, grad
-
+    evaluate = partial(_apgd_point, model, y=y, objective=objective, targeted=targeted)
     eta = torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device)
     value, success, grad = evaluate(x_adv, gradient=steps > 0, check_now=check)
     best_x, best_value, best_grad, best_success = x_adv.clone(), value.clone(), grad, success.clone()

@@ -45,7 +45,7 @@ from torch.utils.data import TensorDataset
 
 from advcore import data, models, storage, zoo
 from advcore import train as training
-from advcore.attacks import fgsm, pgd, pgd_step_size
+from advcore.attacks import AttackSpec, pgd_step_size
 from advcore.evaluate import evaluate
 from advcore.landscape import distinct_maxima, pgd_landscape
 from advcore.papers import CIFAR_EPS, MADRY_EPS, MADRY_STEP, number
@@ -155,8 +155,8 @@ def _pgd_eval(eps: float, steps: int, restarts: int, step_size: float, device: t
     Each call makes a fresh attack with its own seeded generator, so one model's evaluation
     never depends on which other evaluations ran before it (or came from the cache).
     """
-    return lambda: partial(pgd, eps=eps, step_size=step_size, steps=steps, restarts=restarts, random_start=True,
-                           generator=torch.Generator(device=device).manual_seed(0))
+    spec = AttackSpec("pgd", eps, step_size, steps, restarts=restarts)
+    return lambda: spec.seeded(0, device)
 
 
 def _eval_step_size(eps: float, steps: int) -> float:
@@ -348,7 +348,7 @@ def _mnist_setup(prof: Profile, device: torch.device) -> _RobustSetup:
         eps=eps, test_set=data.mnist_splits(prof)[2],
         attacks={
             "natural": lambda: None,
-            "FGSM": lambda: partial(fgsm, eps=eps),
+            "FGSM": lambda: AttackSpec("fgsm", eps),
             "PGD-40 (step 0.01)": _pgd_eval(eps, 40, 1, MADRY_STEP, device),
             f"PGD-{eval_steps}, {eval_restarts} restart{'s' if eval_restarts > 1 else ''} (step {eval_step:.3g})":
                 _pgd_eval(eps, eval_steps, eval_restarts, eval_step, device),
@@ -370,7 +370,7 @@ def _cifar_setup(prof: Profile, device: torch.device) -> _RobustSetup:
         eps=eps, test_set=data.load_cifar10("test", limit=prof.cifar_test),
         attacks={
             "natural": lambda: None,
-            "FGSM": lambda: partial(fgsm, eps=eps),
+            "FGSM": lambda: AttackSpec("fgsm", eps),
             "PGD-7 (step 2/255)": _pgd_eval(eps, 7, 1, CIFAR_EVAL_STEP, device),
             "PGD-20 (step 2/255)": _pgd_eval(eps, 20, 1, CIFAR_EVAL_STEP, device),
         },

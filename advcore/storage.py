@@ -32,8 +32,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["ORPHAN_AGE_S", "atomic_write_bytes", "atomic_writer", "check_seal", "json_digest", "record_digest", "remove_orphans",
-           "seal"]
+__all__ = ["ORPHAN_AGE_S", "atomic_write_bytes", "atomic_writer", "check_seal", "json_digest", "record_digest",
+           "remove_orphans", "seal"]
 
 #: A temporary file whose writer cannot be checked (another machine) counts as orphaned after this.
 ORPHAN_AGE_S = 24 * 3600.0
@@ -145,7 +145,8 @@ def json_digest(value: Any) -> str:
 
 def record_digest(record: Mapping[str, Any]) -> str:
     """SHA-256 of a JSON record's content, without its seal (not its layout: indentation and
-    line endings may change, e.g. in a git checkout on Windows)."""
+    line endings may change, e.g. in a git checkout on Windows). Stricter than :func:`json_digest`
+    (no ``str()`` fallback), and its own canonical form: the seals already written depend on it."""
     canonical = json.dumps({k: v for k, v in record.items() if k != SEAL}, sort_keys=True,
                            separators=(",", ":"), allow_nan=True)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -93,36 +93,17 @@ __all__ = [
 # =========================================================================== attacks used to monitor
 
 
-@dataclass(frozen=True)
-class FGSMAttack:
-    """FGSM at ``eps`` as a ``(model, x, y, generator) -> x_adv`` callable (for monitoring)."""
-
-    eps: float
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return attacks.fgsm(model, x, y, eps=self.eps)
-
-    def describe(self) -> str:
-        return f"FGSM eps={self.eps:g}"
+def FGSMAttack(eps: float) -> attacks.AttackSpec:  # noqa: N802 -- the name of the monitor it makes
+    """FGSM at ``eps`` as a training monitor: an :class:`advcore.attacks.AttackSpec`."""
+    return attacks.AttackSpec("fgsm", eps)
 
 
-@dataclass(frozen=True)
-class PGDAttack:
-    """PGD (Madry et al.) as a ``(model, x, y, generator) -> x_adv`` callable (for monitoring)."""
-
-    eps: float
-    step_size: float
-    steps: int
-    random_start: bool = True
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                           random_start=self.random_start, generator=generator)
-
-    def describe(self) -> str:
-        return f"PGD eps={self.eps:g}, {self.steps} steps of {self.step_size:.3g}"
+def PGDAttack(eps: float, step_size: float, steps: int, random_start: bool = True) -> attacks.AttackSpec:  # noqa: N802
+    """PGD (Madry et al.) as a training monitor: an :class:`advcore.attacks.AttackSpec`."""
+    return attacks.AttackSpec("pgd", eps, step_size, steps, random_start=random_start)
 
 
+#: A monitor: ``(model, x, y, generator) -> x_adv``, e.g. an :class:`advcore.attacks.AttackSpec`.
 MonitorAttack = Callable[[nn.Module, Tensor, Tensor, "torch.Generator | None"], Tensor]
 
 
@@ -912,7 +893,7 @@ class TrainConfig:
         lr_milestones, lr_gamma: multiply the learning rate by ``lr_gamma`` at these
             fractions of training (e.g. ``(0.5, 0.75)``: Madry et al.'s CIFAR schedule).
         monitor: the attack behind the epoch records' adversarial columns,
-            ``(model, x, y, generator) -> x_adv`` (:class:`FGSMAttack`, :class:`PGDAttack`);
+            ``(model, x, y, generator) -> x_adv`` (an :class:`advcore.attacks.AttackSpec`, e.g. :func:`FGSMAttack`);
             ``"default"``: the objective's own attack; ``None``: none (NaN columns).
         eval_train_examples: the first this-many training examples are evaluated after each
             epoch (``None``: all; ``0``: none, NaN columns); ``eval_batch_size``: their batches.
@@ -1289,7 +1270,7 @@ def _start(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
         checks.check_int(until_epoch, "until_epoch", minimum=1)
     if config.early_stopping and val_set is None:
         raise ValueError("early_stopping needs val_set and a monitor attack (the adversarial validation error).")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device is None else torch.device(device)
     if config.precision == "float16" and device.type != "cuda":
         raise ValueError("precision='float16' needs CUDA; on the CPU use 'bfloat16' or None (float32).")
     data = _Data.of(train_set, val_set, config.eval_train_examples)

@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from advcore import data, models, storage
+from advcore.attacks import AttackSpec
 from advcore.papers import ALPHA, CIFAR_EPS, MADRY_EPS, MNIST_EPS  # the papers' settings, one home
 from advcore import train as training
 from advcore.profiles import Profile, current_profile, default_device
@@ -109,12 +110,11 @@ def _mnist_sizes(profile: Profile) -> dict[str, int]:
 
 
 def _fgsm_monitor() -> dict[str, Any]:
-    return {"attack": "fgsm", "eps": MNIST_EPS}
+    return AttackSpec("fgsm", MNIST_EPS).to_dict()
 
 
 def _pgd_monitor(profile: Profile) -> dict[str, Any]:
-    return {"attack": "pgd", "eps": MADRY_EPS, "step_size": profile.pgd_train_step_size,
-            "steps": profile.pgd_train_steps}
+    return AttackSpec("pgd", MADRY_EPS, profile.pgd_train_step_size, profile.pgd_train_steps).to_dict()
 
 
 _MAXOUT_NOTE = "Adam instead of the paper's SGD with momentum and max-norm constraints."
@@ -198,8 +198,8 @@ def _resnet(profile: Profile, name: str, objective: str, options: dict[str, Any]
     return Recipe(
         name=name, architecture="resnet", architecture_options={"width": profile.resnet_width},
         objective=objective, objective_options=options,
-        monitor={"attack": "pgd", "eps": CIFAR_EPS, "step_size": profile.pgd_train_step_size_cifar,
-                 "steps": profile.pgd_train_steps_cifar},
+        monitor=AttackSpec("pgd", CIFAR_EPS, profile.pgd_train_step_size_cifar,
+                           profile.pgd_train_steps_cifar).to_dict(),
         epochs=profile.epochs_resnet, batch_size=profile.resnet_batch_size, optimizer="sgd",
         lr=profile.lr_resnet, weight_decay=2e-4, lr_milestones=(0.5, 0.75), data="cifar10",
         sizes={"cifar_train": profile.cifar_train},

@@ -543,3 +543,35 @@ def test_input_gradient_is_each_examples_own_gradient_and_leaves_the_model_alone
     assert not torch.allclose(library_input_gradient(model, x, y, loss_fn=margin_loss), grad)
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         library_input_gradient(model, x * 255, y)
+
+
+# --------------------------------------------------------------------------- one attack specification
+
+
+def test_attack_spec_is_fgsm_or_pgd_and_describes_itself() -> None:
+    from advcore.attacks import AttackSpec
+
+    model, (x, y) = cnn(), batch(5)
+    fgsm_spec = AttackSpec("fgsm", 0.3)
+    torch.testing.assert_close(fgsm_spec(model, x, y), fgsm(model, x, y, eps=0.3))
+    pgd_spec = AttackSpec("pgd", 0.3, 0.05, 10, restarts=2)
+    expected = pgd(model, x, y, eps=0.3, step_size=0.05, steps=10, restarts=2,
+                   generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(pgd_spec(model, x, y, torch.Generator().manual_seed(4)), expected)
+    # A seeded evaluation draws the same starts however often it is made; its generator advances over batches.
+    first, second = pgd_spec.seeded(4, "cpu"), pgd_spec.seeded(4, "cpu")
+    torch.testing.assert_close(first(model, x, y), expected)
+    torch.testing.assert_close(second(model, x, y), expected)
+    assert not torch.equal(first(model, x, y), expected)
+    # The descriptions are part of training runs' keys: they stay as they were.
+    assert fgsm_spec.describe() == "FGSM eps=0.3"
+    assert AttackSpec("pgd", 0.3, 0.01, 40).describe() == "PGD eps=0.3, 40 steps of 0.01"
+    assert pgd_spec.describe() == "PGD eps=0.3, 10 steps of 0.05, 2 restarts"
+    # The zoo's recipes store the dict form, as they always have.
+    assert fgsm_spec.to_dict() == {"attack": "fgsm", "eps": 0.3}
+    assert AttackSpec("pgd", 0.3, 0.25, 3).to_dict() == {"attack": "pgd", "eps": 0.3, "step_size": 0.25, "steps": 3}
+    for spec in (fgsm_spec, pgd_spec, AttackSpec("pgd", 0.1, 0.02, 5, random_start=False)):
+        assert AttackSpec.from_dict(spec.to_dict()) == spec
+    for bad in (dict(kind="cw", eps=0.3), dict(kind="pgd", eps=0.3), dict(kind="pgd", eps=0.3, step_size=0.1, steps=0)):
+        with pytest.raises(ValueError):
+            AttackSpec(**bad)

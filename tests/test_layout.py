@@ -31,4 +31,5 @@ def _private_uses(path: Path) -> list[str]:
 
 def test_no_module_uses_another_modules_private_names() -> None:
     found = [use for path in sorted(LIBRARY.glob("*.py")) for use in _private_uses(path)]
-    assert found == [], "make the name public in its home module (e.g. advcore.checks) or move it there: " + "; ".join(found)
+    assert found == [], ("make the name public in its home module (e.g. advcore.checks) or move it there: "
+                         + "; ".join(found))

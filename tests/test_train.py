@@ -527,3 +527,28 @@ def test_every_mixing_objective_mixes_with_alpha_mix(small_train) -> None:
         out = objective(model, x, y, torch.Generator().manual_seed(0))
         torch.testing.assert_close(out.loss.detach(), train.alpha_mix(out.clean_loss, out.adv_loss, 0.3))
         torch.testing.assert_close(out.loss.detach(), 0.3 * out.clean_loss + 0.7 * out.adv_loss)
+
+
+def test_train_config_is_the_one_list_of_options(small_train) -> None:
+    """Keywords and a TrainConfig are the same run; the config is checked once and cannot change."""
+    import dataclasses
+
+    x, y = (t[:200] for t in small_train.tensors)
+    config = train.TrainConfig(objective="fgsm", epochs=1, batch_size=50, eval_train_examples=50)
+    assert isinstance(config.objective, FGSMObjective) and config.monitor == FGSMAttack(0.25)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 1.0  # type: ignore[misc]
+    histories = []
+    for options in ({"config": config, "lr": 0.01},
+                    {"objective": "fgsm", "epochs": 1, "batch_size": 50, "eval_train_examples": 50, "lr": 0.01}):
+        torch.manual_seed(0)
+        histories.append(train.train(SoftmaxRegression(), TensorDataset(x, y), progress=False, device="cpu",
+                                     **options))
+    assert histories[0].config == histories[1].config and histories[0].config["lr"] == 0.01
+    assert histories[0].steps["loss"] == histories[1].steps["loss"]
+    for bad in ({"objective": "nope"}, {"epochs": 1.5}, {"lr": "0.1"}, {"precision": "float8"},
+                {"early_stopping": True, "monitor": None}):
+        with pytest.raises(ValueError):
+            train.TrainConfig(**bad)
+    with pytest.raises(TypeError, match="epoch"):
+        train.train(SoftmaxRegression(), TensorDataset(x, y), epoch=1, progress=False)  # a misspelt option

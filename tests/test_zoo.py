@@ -53,6 +53,24 @@ def test_names_cover_every_chapter() -> None:
         zoo.recipe("maxout_fsgm")
 
 
+def test_a_recipe_trains_with_a_train_config_of_its_own_settings() -> None:
+    """zoo.training_options, the one place a recipe becomes a training call, carries every setting over."""
+    prof = current_profile("smoke")
+    for name in zoo.names():
+        rec = zoo.recipe(name, profile=prof)
+        if rec.data != "mnist":  # CIFAR-10 is not mirrored; a surrogate would train its victim first
+            continue
+        train_set, options = zoo.training_options(rec, prof)
+        config = options["config"]
+        assert isinstance(config, training.TrainConfig) and set(options) == {"config", "val_set", "device"}
+        for field in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "early_stopping", "patience", "seed"):
+            assert getattr(config, field) == getattr(rec, field), (name, field)
+        assert config.lr_milestones == tuple(rec.lr_milestones)
+        assert config.objective.config() == training.make_objective(rec.objective, **rec.objective_options).config()
+        assert config.monitor.to_dict() == rec.monitor, name
+        assert len(train_set) == prof.mnist_train and len(options["val_set"]) == prof.mnist_val
+
+
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
 def test_describe_is_one_line_per_entry(profile: str) -> None:
     for name in zoo.names():
