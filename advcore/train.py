@@ -59,7 +59,6 @@ from torch.utils.data import Dataset, TensorDataset
 
 from advcore import attacks, checks, storage
 from advcore.models import apply_constraints
-from advcore.attacks import input_gradient, rotate  # noqa: F401 -- their home is attacks; notebook 04 imports them from here
 from advcore.storage import atomic_write_bytes
 
 if TYPE_CHECKING:  # pandas is imported lazily: only the frames need it
