@@ -211,11 +211,13 @@ def _resnet(profile: Profile, name: str, objective: str, options: dict[str, Any]
 
 
 def _recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
+    """Every zoo name -> its recipe under ``profile`` (built on demand), Part I's then Part II's."""
+    return {**_part_one_recipes(profile), **_part_two_recipes(profile)}
+
+
+def _part_one_recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
+    """Goodfellow et al. (2015)'s models: chapters 2-6."""
     fgsm = {"eps": MNIST_EPS, "alpha": ALPHA}
-    pgd_mnist = {"eps": MADRY_EPS, "step_size": profile.pgd_train_step_size,
-                 "steps": profile.pgd_train_steps, "random_start": True, "warmup": profile.pgd_train_warmup}
-    pgd_cifar = {"eps": CIFAR_EPS, "step_size": profile.pgd_train_step_size_cifar,
-                 "steps": profile.pgd_train_steps_cifar, "random_start": True, "warmup": profile.pgd_train_warmup}
     softmax = lambda name, objective, options: Recipe(  # noqa: E731
         name=name, architecture="softmax", architecture_options={}, objective=objective,
         objective_options=options, monitor=_fgsm_monitor(), epochs=profile.epochs_linear,
@@ -246,6 +248,16 @@ def _recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
         "relu_mlp": lambda: _mlp(profile, "relu_mlp", "relu", "standard", {}),
         "relu_mlp_hidden": lambda: _mlp(profile, "relu_mlp_hidden", "relu", "hidden_fgsm",
                                         {"eps_hidden": HIDDEN_EPS, "alpha": ALPHA, "monitor_eps": MNIST_EPS}),
+    }
+
+
+def _part_two_recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
+    """Madry et al. (2018)'s networks and what chapters 6-11 compare them with."""
+    pgd_mnist = {"eps": MADRY_EPS, "step_size": profile.pgd_train_step_size,
+                 "steps": profile.pgd_train_steps, "random_start": True, "warmup": profile.pgd_train_warmup}
+    pgd_cifar = {"eps": CIFAR_EPS, "step_size": profile.pgd_train_step_size_cifar,
+                 "steps": profile.pgd_train_steps_cifar, "random_start": True, "warmup": profile.pgd_train_warmup}
+    return {
         "cnn": lambda: _cnn(profile, "cnn", "standard", {}),
         "cnn_pgd": lambda: _cnn(profile, "cnn_pgd", "pgd", pgd_mnist),
         "cnn_seed1": lambda: _cnn(profile, "cnn_seed1", "standard", {}, seed=1),
