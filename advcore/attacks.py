@@ -452,7 +452,7 @@ class AttackSpec:
     PGD's random starts from the training run's generator).
 
     Attributes:
-        kind: ``"fgsm"`` (Goodfellow et al. 2015, Sec. 4) or ``"pgd"`` (Madry et al. 2018, Sec. 2.1).
+        kind: ``"fgsm"`` (Goodfellow et al. 2015, Sec. 4) or ``"pgd"`` (Madry et al. 2018, Sec. 3).
         eps: L-infinity budget, ``eps >= 0``.
         step_size, steps: PGD's step and number of steps (e.g. :func:`pgd_step_size`); unused by FGSM.
         restarts, random_start: PGD's random restarts (the worst case per example is kept).
