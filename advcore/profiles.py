@@ -73,10 +73,10 @@ class Profile:
     max_norm_maxout: float | None  # pylearn2's max_col_norm (1.9365), None: unconstrained
     epochs_maxout: int  # the 240-unit maxout networks
     maxout_large_units: int  # the larger FGSM-trained maxout network (Goodfellow et al.: 1600)
-    committed_runs: bool  # zoo.get loads a finished paper-scale run committed under results/runs/ (advcore.longrun)
     epochs_mlp_large: int  # its epochs (early stopping keeps the best on adversarial val. error)
     early_stopping_patience: int  # epochs without improvement before stopping (0: never stop)
     epochs_surrogate: int  # the black-box surrogate MLP (trained on the small val. tail)
+    committed_runs: bool  # zoo.get loads a finished paper-scale run committed under results/runs/ (advcore.longrun)
     pgd_train_steps_cifar: int  # Madry et al.'s paper: 7 steps of 2/255 at eps 8/255 (released config: 10)
     pgd_train_step_size_cifar: float
     resnet_width: int  # channels of the ResNet's first stage (standard: 64)
