@@ -392,16 +392,20 @@ def _objective_text(rec: Recipe) -> str:
     }.get(rec.objective, lambda: rec.objective)() if rec.objective != "standard" else "standard cross-entropy"
 
 
+def _training_images_text(rec: Recipe) -> str:
+    """What the recipe trains on, e.g. "55,000 MNIST training images" (its profile's sizes)."""
+    if rec.data == "cifar10":
+        return f"{rec.sizes['cifar_train']:,} CIFAR-10 training images"
+    if rec.data == "surrogate":
+        return f"{rec.sizes['mnist_val']:,} held-out MNIST images labelled by '{rec.victim}'"
+    return f"{rec.sizes['mnist_train']:,} MNIST training images"
+
+
 def describe(name: str, *, profile: Profile | str | None = None) -> str:
     """One line: architecture, objective, eps, epochs and data size of zoo entry ``name``."""
     prof = current_profile(profile)
     rec = recipe(name, profile=prof)
-    if rec.data == "cifar10":
-        data_text = f"{rec.sizes['cifar_train']:,} CIFAR-10 training images"
-    elif rec.data == "surrogate":
-        data_text = f"{rec.sizes['mnist_val']:,} held-out MNIST images labelled by '{rec.victim}'"
-    else:
-        data_text = f"{rec.sizes['mnist_train']:,} MNIST training images"
+    data_text = _training_images_text(rec)
     stopping = ", early stopping on adversarial validation error" if rec.early_stopping else ""
     seed = f", seed {rec.seed}" if rec.seed else ""
     run = committed_run(name, profile=prof)
@@ -427,12 +431,10 @@ def training_text(name: str, *, profile: Profile | str | None = None) -> str:
         extras = (["step decay"] if rec.lr_milestones else []) + (
             [f"max-norm {rec.architecture_options['max_norm']:g}"] if rec.architecture_options.get("max_norm") else [])
         optimizer = "SGD with momentum" + (", " + " and ".join(extras) if extras else "")
-    images = (f"{rec.sizes['cifar_train']:,} CIFAR-10" if rec.data == "cifar10" else
-              f"{rec.sizes['mnist_val']:,} held-out MNIST" if rec.data == "surrogate" else f"{rec.sizes['mnist_train']:,} MNIST")
     origin = (f"the paper-scale run committed in `results/runs/{name}`" if committed_run(name, profile=prof) is not None
               else f"the `{prof.name}` profile's recipe")
     epochs = f"{rec.epochs} epoch" + ("s" if rec.epochs != 1 else "")
-    return f"{images} training images for {epochs} with {optimizer} ({origin})"
+    return f"{_training_images_text(rec)} for {epochs} with {optimizer} ({origin})"
 
 
 def trained_alike(*names: str, profile: Profile | str | None = None) -> bool:
