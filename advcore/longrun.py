@@ -86,6 +86,9 @@ class Run:
 RUNS: dict[str, Run] = {
     "cnn": Run("cnn", replaces_zoo_entry=False),
     "cnn_pgd": Run("cnn_pgd", replaces_zoo_entry=False),
+    # What a CPU can afford (Madry et al.'s schedule is ~90 CPU hours here): PGD-40 training after
+    # a warm start of one-step FGSM training (Wong et al. 2020); see advcore.zoo._cnn_fast_start.
+    "cnn_pgd_fast": Run("cnn_pgd_fast", replaces_zoo_entry=False),
     # Part I (Goodfellow et al. 2015): the maxout networks' paper-scale recipe (the gpu profile's:
     # SGD with momentum, max-norm, dropout, 200 epochs; see advcore.zoo._maxout), softmax regression
     # and the sigmoid / ReLU networks of the hidden-layer experiment (Adam, 55,000 images).

@@ -80,6 +80,13 @@ class Profile:
     pgd_train_steps_cifar: int  # Madry et al.'s paper: 7 steps of 2/255 at eps 8/255 (released config: 10)
     pgd_train_step_size_cifar: float
     resnet_width: int  # channels of the ResNet's first stage (standard: 64)
+    # PGD training of the CNN with a fast start (zoo "cnn_pgd_fast"): the first fast_start_cnn of
+    # training uses Wong et al. (2020)'s one-step FGSM from a random start, then PGD as above.
+    # Not Madry et al.'s recipe: a schedule a CPU can afford (advcore.longrun).
+    epochs_cnn_fast_start: int
+    fast_start_cnn: float  # fraction of training (whole epochs) in the fast phase
+    lr_cnn_fast_start: float  # Adam lr of the fast phase
+    lr_milestones_cnn_fast_start: tuple[float, ...]  # where the lr drops by 10x (gpu: to Madry's 1e-4 for PGD)
 
     # --- attacks and evaluation ---
     pgd_eval_steps: int  # PGD iterations when evaluating robustness (Madry: 100)
@@ -131,6 +138,10 @@ PROFILES: dict[str, Profile] = {
         pgd_train_steps_cifar=2,
         pgd_train_step_size_cifar=pgd_step_size(CIFAR_EPS, 2),  # 10/255
         resnet_width=8,
+        epochs_cnn_fast_start=1,
+        fast_start_cnn=0.5,
+        lr_cnn_fast_start=1e-3,
+        lr_milestones_cnn_fast_start=(),
         pgd_eval_steps=5,
         pgd_eval_restarts=1,
         landscape_examples=2,
@@ -175,6 +186,10 @@ PROFILES: dict[str, Profile] = {
         pgd_train_steps_cifar=3,
         pgd_train_step_size_cifar=round(pgd_step_size(CIFAR_EPS, 3) * 255, 2) / 255,
         resnet_width=16,
+        epochs_cnn_fast_start=2,
+        fast_start_cnn=0.5,
+        lr_cnn_fast_start=1e-3,
+        lr_milestones_cnn_fast_start=(),
         pgd_eval_steps=20,
         pgd_eval_restarts=1,
         landscape_examples=3,
@@ -218,6 +233,10 @@ PROFILES: dict[str, Profile] = {
         pgd_train_steps_cifar=7,
         pgd_train_step_size_cifar=number("madry.cifar.train_step_size").value,  # 2/255 (paper and released config)
         resnet_width=64,
+        epochs_cnn_fast_start=30,
+        fast_start_cnn=1 / 3,
+        lr_cnn_fast_start=1e-3,
+        lr_milestones_cnn_fast_start=(1 / 3,),
         pgd_eval_steps=100,
         pgd_eval_restarts=20,
         landscape_examples=5,

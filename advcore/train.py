@@ -68,6 +68,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "FGSMAttack",
+    "FAST_FGSM_STEP",
     "FGSMObjective",
     "FastFGSMObjective",
     "HiddenFGSMObjective",
@@ -410,6 +411,11 @@ class HiddenFGSMObjective(Objective):
         return FGSMAttack(self.monitor_eps)
 
 
+#: Wong, Rice & Kolter (2020)'s FGSM-training step from a random start, as a multiple of eps
+#: (1.25 eps; a step of eps from a zero start overfits catastrophically).
+FAST_FGSM_STEP: float = 1.25
+
+
 @dataclass(frozen=True)
 class PGDObjective(Objective):
     """Madry et al.'s adversarial training (Sec. 2-4): minimize ``J(x + delta_PGD, y)``.
@@ -429,6 +435,7 @@ class PGDObjective(Objective):
     random_start: bool = True
     alpha: float = 0.0
     warmup: float = 0.0
+    fast_start: float = 0.0
     name = "pgd"
 
     def __post_init__(self) -> None:
@@ -436,17 +443,33 @@ class PGDObjective(Objective):
         _check_alpha(self.alpha)
         checks.check_int(self.steps, "steps", minimum=1)
         checks.check_number(self.step_size, "step_size", minimum=0.0, strict=True)
-        _check_warmup(self.warmup)
+        _check_fraction(self.warmup, "warmup")
+        _check_fraction(self.fast_start, "fast_start")
 
-    def at(self, progress: float) -> "PGDObjective":
+    def at(self, progress: float) -> "PGDObjective | FastFGSMObjective":
         """The objective at ``progress`` (fraction of training steps done).
 
         With ``warmup > 0``, eps and the step size grow linearly from 0 to their values over
         the first ``warmup`` of training (a curriculum; Madry et al. use none). Short CPU
         budgets may need it: PGD training at eps = 0.3 from scratch can sit on the constant
         classifier (loss ln 10) for a long stretch of training.
+
+        With ``fast_start > 0``, the first ``fast_start`` of training is a warm start with Wong,
+        Rice & Kolter (2020)'s one-step FGSM from a random start (:class:`FastFGSMObjective`,
+        step ``FAST_FGSM_STEP * eps``), about ``steps + 1`` times cheaper per step than PGD;
+        PGD takes over after it. (Not Madry et al.'s recipe: a way to afford PGD training on
+        a CPU, see :mod:`advcore.longrun`.)
         """
+        if progress < self.fast_start:
+            return FastFGSMObjective(eps=self.eps, step_size=FAST_FGSM_STEP * self.eps, random_start=True,
+                                     warmup=self.warmup).at(progress)
         return _warmed_up(self, progress)
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        if not self.fast_start:  # runs recorded before the option existed keep their keys
+            del config["fast_start"]
+        return config
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> StepOutput:
         x_adv = attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
@@ -480,11 +503,11 @@ class FastFGSMObjective(Objective):
     and ``x + delta`` kept in [0, 1] -- one step of :func:`advcore.attacks.pgd`. With a
     zero start and ``step_size = eps`` this is FGSM training; Wong et al. find it can
     overfit *catastrophically* (robust to FGSM, not to PGD) and that a random start with
-    ``step_size`` of ``1.25 eps`` avoids it.
+    ``step_size`` of ``1.25 eps`` (``FAST_FGSM_STEP``) avoids it.
     """
 
     eps: float = 0.3
-    step_size: float = 0.375
+    step_size: float = 0.375  # FAST_FGSM_STEP * eps
     random_start: bool = True
     warmup: float = 0.0
     name = "fast_fgsm"
@@ -492,7 +515,7 @@ class FastFGSMObjective(Objective):
     def __post_init__(self) -> None:
         _check_eps(self.eps)
         checks.check_number(self.step_size, "step_size", minimum=0.0, strict=True)
-        _check_warmup(self.warmup)
+        _check_fraction(self.warmup, "warmup")
 
     def at(self, progress: float) -> "FastFGSMObjective":
         """The objective at ``progress``: eps and the step grow from 0 over the first ``warmup``
@@ -516,9 +539,9 @@ class FastFGSMObjective(Objective):
         return PGDAttack(self.eps, attacks.pgd_step_size(self.eps, 10), 10)
 
 
-def _check_warmup(warmup: object) -> None:
-    if checks.check_number(warmup, "warmup", minimum=0.0) >= 1.0:
-        raise ValueError(f"warmup is a fraction of training in [0, 1), got {warmup}.")
+def _check_fraction(value: object, name: str) -> None:
+    if checks.check_number(value, name, minimum=0.0) >= 1.0:
+        raise ValueError(f"{name} is a fraction of training in [0, 1), got {value}.")
 
 
 def _warmed_up(objective: Any, progress: float) -> Any:

@@ -50,7 +50,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from advcore import data, models, storage
-from advcore.attacks import AttackSpec
+from advcore.attacks import AttackSpec, pgd_step_size
 from advcore.papers import ALPHA, CIFAR_EPS, MADRY_EPS, MNIST_EPS  # the papers' settings, one home
 from advcore import train as training
 from advcore.profiles import Profile, current_profile, default_device
@@ -190,6 +190,32 @@ def _cnn(profile: Profile, name: str, objective: str, options: dict[str, Any], *
     )
 
 
+def _cnn_fast_start(profile: Profile, pgd_options: dict[str, Any]) -> Recipe:
+    """PGD training of the CNN after a fast start: Wong et al. (2020)'s one-step FGSM from a random
+    start for the first ``fast_start_cnn`` of training, then the profile's PGD (Madry et al.'s at
+    the gpu profile). The per-epoch monitor is PGD of at most 10 steps (a 40-step one on 7,500
+    images would cost about as much as a fast-phase epoch)."""
+    fast = profile.fast_start_cnn
+    # eps ramps up over a tenth of the fast phase where the profile has no warm-up of its own:
+    # from eps = 0.3 at once the CNN can sit on the constant classifier (Wong et al. ramp the lr).
+    options = {**pgd_options, "warmup": profile.pgd_train_warmup or round(fast / 10, 4), "fast_start": fast}
+    monitor_steps = min(profile.pgd_train_steps, 10)
+    monitor = (_pgd_monitor(profile) if monitor_steps == profile.pgd_train_steps
+               else AttackSpec("pgd", MADRY_EPS, pgd_step_size(MADRY_EPS, monitor_steps), monitor_steps).to_dict())
+    return Recipe(
+        name="cnn_pgd_fast", architecture="cnn", architecture_options={}, objective="pgd",
+        objective_options=options, monitor=monitor, epochs=profile.epochs_cnn_fast_start,
+        batch_size=profile.cnn_batch_size, lr=profile.lr_cnn_fast_start,
+        lr_milestones=profile.lr_milestones_cnn_fast_start, sizes=_mnist_sizes(profile),
+        note=(f"Not Madry et al.'s schedule: the first {fast:.0%} of the {profile.epochs_cnn_fast_start} epochs "
+              f"train on Wong, Rice & Kolter (2020)'s one-step FGSM from a random start (step "
+              f"{training.FAST_FGSM_STEP:g} eps: one gradient step per example instead of "
+              f"{profile.pgd_train_steps}) as a warm start, the rest on PGD as cnn_pgd. Adam lr {profile.lr_cnn_fast_start:g}"
+              + (f", divided by 10 at {', '.join(f'{m:.0%}' for m in profile.lr_milestones_cnn_fast_start)} of training"
+                 if profile.lr_milestones_cnn_fast_start else "") + "."),
+    )
+
+
 FAST_FGSM_NOTE = ("Wong, Rice & Kolter (2020): trained on FGSM examples only (no clean term), Adam; the "
                   "history's adversarial columns are PGD, which shows a catastrophic overfit.")
 
@@ -271,9 +297,10 @@ def _part_two_recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
                                        "warmup": profile.pgd_train_warmup},
                                       note=FAST_FGSM_NOTE),
         "cnn_fgsm_rand": lambda: _cnn(profile, "cnn_fgsm_rand", "fast_fgsm",
-                                      {"eps": MADRY_EPS, "step_size": 1.25 * MADRY_EPS, "random_start": True,
+                                      {"eps": MADRY_EPS, "step_size": training.FAST_FGSM_STEP * MADRY_EPS, "random_start": True,
                                        "warmup": profile.pgd_train_warmup},
                                       note=FAST_FGSM_NOTE),
+        "cnn_pgd_fast": lambda: _cnn_fast_start(profile, pgd_mnist),
         "surrogate_mlp": lambda: Recipe(
             name="surrogate_mlp", architecture="mlp", architecture_options={"hidden": (256, 256), "activation": "relu"},
             objective="standard", objective_options={}, monitor=_fgsm_monitor(),
@@ -388,7 +415,8 @@ def _objective_text(rec: Recipe) -> str:
                               + (f", eps warm-up over {o['warmup']:.0%} of training" if o.get("warmup") else "") + ")"),
         "pgd": lambda: (f"PGD training (eps={o['eps']:.4g}, {o['steps']} steps of {o['step_size']:.3g}, "
                         "random start" + (f", eps warm-up over {o['warmup']:.0%} of training" if o.get("warmup") else "")
-                        + ")"),
+                        + (f", after one-step FGSM training (random start) for the first {o['fast_start']:.0%}"
+                           if o.get("fast_start") else "") + ")"),
     }.get(rec.objective, lambda: rec.objective)() if rec.objective != "standard" else "standard cross-entropy"
 
 

@@ -411,6 +411,30 @@ def test_pgd_warmup_ramps_eps_and_step_size() -> None:
         PGDObjective(warmup=1.0)
 
 
+def test_pgd_fast_start_trains_on_one_step_fgsm_first_then_pgd(small_train) -> None:
+    # Issue 12: a warm start of Wong et al.'s one-step FGSM (random start, step 1.25 eps), then PGD.
+    objective = PGDObjective(eps=0.3, step_size=0.01, steps=40, fast_start=0.5)
+    early = objective.at(0.2)
+    assert isinstance(early, train.FastFGSMObjective)
+    assert early.random_start and early.eps == 0.3 and early.step_size == pytest.approx(train.FAST_FGSM_STEP * 0.3)
+    assert objective.at(0.5) is objective
+    assert "fast_start" not in PGDObjective().config()  # keys of runs made before the option are unchanged
+    assert objective.config()["fast_start"] == 0.5
+    with pytest.raises(ValueError, match="fast_start"):
+        PGDObjective(fast_start=1.0)
+    # In train(): the first of two epochs costs one attack step per batch instead of five
+    # (forward passes counted on the model: a PGD-5 step makes 4 more than a one-step one).
+    def forwards(fast_start: float) -> int:
+        calls: list[int] = []
+        model = sequential()
+        model.register_forward_hook(lambda *_: calls.append(1))
+        quick(model, small_train, objective=PGDObjective(eps=0.3, step_size=0.1, steps=5, fast_start=fast_start),
+              epochs=2)
+        return len(calls)
+
+    assert forwards(0.0) - forwards(0.5) == 4 * math.ceil(len(small_train) / 100)
+
+
 # --------------------------------------------------------------------------- issue 15: no silent wrong answers
 
 
