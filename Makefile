@@ -21,7 +21,7 @@ book: $(INSTALLED)
 	$(BIN)/jupyter-book build .
 
 test: $(INSTALLED)
-	ADVCORE_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env tests notebooks
+	ADVCORE_PROFILE=smoke $(BIN)/python -m pytest -n 2 --nbval-lax --nbval-current-env tests notebooks
 
 clean:
 	rm -rf _build

@@ -2,14 +2,22 @@
 
 * ``ADVCORE_PROFILE=smoke``: every notebook and zoo model at test size.
 * ``ADVCORE_DATA``: the sibling data mirror ``../shared/data`` when it exists (offline CI).
-* ``ADVCORE_CACHE``: a fresh folder for this session, so tests never trust a stale cache.
+* ``ADVCORE_CACHE``: a fresh folder for this session, so tests never trust a stale cache (set
+  here, in the controlling process, so pytest-xdist's workers share it: the zoo locks its entries).
+
+``make test`` runs two pytest-xdist workers: every test of the book build on one (the build is the
+longest piece of the suite: it executes every notebook again), the other files one at a time on
+the other (a notebook's cells share one kernel, so a file never splits across workers).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent
 SIBLING_MIRROR = ROOT.parent / "shared" / "data"
@@ -22,3 +30,35 @@ if "ADVCORE_CACHE" not in os.environ:
     os.environ["ADVCORE_CACHE"] = tempfile.mkdtemp(prefix="advcore-test-cache-")
 
 collect_ignore_glob = ["_build/*", ".venv/*"]
+
+#: Test files that use the one smoke build of the book (``tests/conftest.py::smoke_book``): one work
+#: unit for pytest-xdist, so the book is built once, and collected first, so its worker starts it at once.
+BOOK_TEST_FILES = ("tests/test_book.py", "tests/test_book_browser.py")
+
+
+def _work_unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "book" if path in BOOK_TEST_FILES else path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    strays = [item.nodeid for item in items
+              if "smoke_book" in getattr(item, "fixturenames", ()) and _work_unit(item.nodeid) != "book"]
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} use(s) the book build (smoke_book) outside "
+                                f"{', '.join(BOOK_TEST_FILES)}: move it there, or add its file to "
+                                "BOOK_TEST_FILES in conftest.py (else the book is built once more).")
+    items.sort(key=lambda item: _work_unit(item.nodeid) != "book")  # stable: files keep their order
+
+
+if importlib.util.find_spec("xdist") is not None:  # the hook exists only with pytest-xdist installed
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+        """One work unit per file (the book's files: one unit), handed out in collection order."""
+        from xdist.scheduler import LoadScopeScheduling
+
+        class BookFirstScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return _work_unit(nodeid)
+
+        config.option.loadscopereorder = False  # largest-first would queue the book last: few tests, longest
+        return BookFirstScheduling(config, log)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_exercise_index import unpassed_solutions  # the exercise index's reading of a solution's verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -117,3 +118,12 @@ def test_cells_that_only_print_sentences_or_paper_tables_are_collapsed(notebook:
         if (prints_a_sentence or paper_table) and not COLLAPSED & set(cell["metadata"].get("tags", [])):
             visible.append(f"cell {index} ({cell.get('id')})")
     assert not visible, f"{notebook.name}: tag these cells hide-input: {visible}"
+
+
+@pytest.mark.book
+def test_every_solution_passes_its_check_in_the_built_book(smoke_book) -> None:
+    """The chapters' own solution cells, as the smoke book build executed them, pass their checks."""
+    executed = smoke_book.html.parent / "jupyter_execute"
+    assert sorted(p.name for p in (executed / "notebooks").glob("*.ipynb")) == sorted(
+        p.name for p in (ROOT / "notebooks").glob("*.ipynb")), "the build did not execute every chapter"
+    assert unpassed_solutions(executed) == []
