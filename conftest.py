@@ -29,6 +29,13 @@ if "ADVCORE_DATA" not in os.environ and SIBLING_MIRROR.is_dir():
 if "ADVCORE_CACHE" not in os.environ:
     os.environ["ADVCORE_CACHE"] = tempfile.mkdtemp(prefix="advcore-test-cache-")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each pytest-xdist worker (and the notebook kernels it starts) gets its share of the cores: with
+    # torch's default of a thread per core in every worker, the workers oversubscribe the cores and
+    # OpenMP's spinning threads more than doubled the suite's CPU time (measured: 40 CPU min against 16).
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
 collect_ignore_glob = ["_build/*", ".venv/*"]
 
 #: Test files that use the one smoke build of the book (``tests/conftest.py::smoke_book``): one work

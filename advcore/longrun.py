@@ -52,12 +52,15 @@ import numpy as np
 import torch
 
 from advcore import data, storage, zoo
+from advcore.attacks import AttackSpec
+from advcore.papers import MADRY_EPS, MADRY_STEP
 from advcore import train as training
 from advcore.profiles import current_profile
 from advcore.results import downloads_committed, fetch_committed, provenance, results_dir
 
 __all__ = [
-    "LANDSCAPE", "LongRunError", "RUNS", "Run", "history", "landscape_piece", "load_landscape", "load_state",
+    "EVALUATIONS", "LANDSCAPE", "LongRunError", "RUNS", "Run", "evaluate_run", "history", "landscape_piece",
+    "load_evaluations", "load_landscape", "load_state",
     "load_weights", "main", "run_dir", "run_piece",
 ]
 
@@ -545,6 +548,76 @@ def load_landscape(model_run: str, *, root: str | Path | None = None) -> dict[st
             "model": manifest.get("model")}
 
 
+# =========================================================================== the paper's evaluation
+
+#: Madry et al.'s evaluation of the MNIST networks (ICLR 2018, Sec. 4 and Table 1): PGD of 0.01
+#: at eps = 0.3 from a random start, 40 steps (Table 1's "PGD, 40 steps, 1 restart": 93.2%) and
+#: 100 steps with 20 restarts (89.3%; Fig. 1's restarts); on how many MNIST test images we run each
+#: (the paper: all 10,000; PGD-100 x 20 costs about 45 minutes of one CPU core per 1,000 here).
+EVALUATIONS: dict[str, tuple[AttackSpec, int]] = {
+    "pgd40": (AttackSpec("pgd", MADRY_EPS, MADRY_STEP, 40), 10_000),
+    "pgd100x20": (AttackSpec("pgd", MADRY_EPS, MADRY_STEP, 100, restarts=20), 1_000),
+}
+
+
+def _evaluations_path(name: str, root: str | Path | None) -> Path:
+    return run_dir(name, root=root) / "evaluations.json"
+
+
+def load_evaluations(name: str, *, root: str | Path | None = None) -> dict[str, Any]:
+    """The committed evaluations of run ``name``'s final weights (``{}`` when none): evaluation
+    name -> ``{"attack", "test_examples", "clean_error", "attack_error", ...}`` (verified; an
+    evaluation of other weights than the run's committed ones raises :class:`LongRunError`)."""
+    path = _evaluations_path(name, root)
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        storage.check_seal(record, known={"format", "model", "results"}, what=str(path))
+    except ValueError as error:
+        raise LongRunError(f"{path} is unreadable or damaged ({error}); restore it from git.") from error
+    state = load_state(name, root=root)
+    if state is None or record["model"]["weights_sha256"] != state["files"][_weights_file(state)]:
+        raise LongRunError(f"{path} evaluates other weights than run {name!r}'s committed ones; "
+                           "move it away and evaluate again.")
+    return dict(record["results"])
+
+
+def evaluate_run(name: str, which: str, *, root: str | Path | None = None, limit: int | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Run evaluation ``which`` (:data:`EVALUATIONS`) on the finished run's committed float16 weights,
+    write it into ``evaluations.json`` beside the run (atomically, with provenance) and return it.
+
+    ``limit`` evaluates fewer test images than the evaluation's own number (a quick check).
+    """
+    from advcore.evaluate import evaluate
+
+    if which not in EVALUATIONS:
+        raise KeyError(f"No evaluation named {which!r}; choose one of {', '.join(EVALUATIONS)}.")
+    state = load_state(name, root=root)
+    if state is None or state["epochs_done"] < state["epochs_total"]:
+        raise LongRunError(f"Run {name!r} is not finished: train its remaining pieces first "
+                           f"(`python -m advcore.longrun status {name}` says how far it is).")
+    spec, examples = EVALUATIONS[which]
+    examples = min(examples, limit or examples)
+    model = load_weights(name, root=root)
+    test = data.load_mnist("test", limit=examples)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    clean = evaluate(model, test, progress=progress)
+    attacked = evaluate(model, test, attack=spec.seeded(0, "cpu"), progress=progress)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    result = {"attack": spec.describe(), "test_examples": clean.n, "clean_error": clean.error_rate,
+              "attack_error": attacked.error_rate, "attack_confidence": attacked.mean_confidence,
+              "wall_time_s": round(wall, 1), "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
+              **{k: v for k, v in provenance(profile=_run(name).profile, wall_time_s=wall).items()
+                 if k in ("device", "torch", "git_commit", "created_utc")}}
+    results = {**load_evaluations(name, root=root), which: result}
+    record = {"format": FORMAT, "model": {"run": name, "weights_sha256": state["files"][_weights_file(state)]},
+              "results": results}
+    storage.atomic_write_bytes(_evaluations_path(name, root), json.dumps(storage.seal(record), indent=1).encode())
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -563,6 +636,12 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"which {LANDSCAPE['block']:,} restarts (0-{LANDSCAPE['restarts'] // LANDSCAPE['block'] - 1})")
     scape.add_argument("--threads", type=int, default=None)
     scape.add_argument("--root", default=None)
+    judge = commands.add_parser("evaluate", help="the paper's evaluation of a finished run's weights")
+    judge.add_argument("run", choices=sorted(RUNS))
+    judge.add_argument("--attack", choices=sorted(EVALUATIONS), required=True)
+    judge.add_argument("--threads", type=int, default=None)
+    judge.add_argument("--root", default=None)
+    judge.add_argument("--commit", action="store_true", help="git add and commit evaluations.json when done")
     status = commands.add_parser("status", help="what the committed run holds")
     status.add_argument("run", choices=sorted(RUNS))
     status.add_argument("--root", default=None)
@@ -583,6 +662,17 @@ def main(argv: list[str] | None = None) -> int:
         piece = landscape_piece(args.run, image=args.image, block=args.block, root=args.root)
         print(f"{args.run}: landscape image {args.image}, block {args.block}: {piece['restarts']:,} restarts in "
               f"{piece['wall_time_s'] / 60:.1f} min ({piece['cpu_time_s'] / 60:.1f} CPU min)", flush=True)
+        return 0
+    if args.command == "evaluate":
+        result = evaluate_run(args.run, args.attack, root=args.root)
+        print(f"{args.run}: {result['attack']} on {result['test_examples']:,} test images: accuracy "
+              f"{1 - result['attack_error']:.2%} (clean {1 - result['clean_error']:.2%}) in "
+              f"{result['wall_time_s'] / 60:.1f} min ({result['cpu_time_s'] / 60:.1f} CPU min)", flush=True)
+        if args.commit:
+            path = _evaluations_path(args.run, args.root)
+            subprocess.run(["git", "add", "--", str(path)], check=True)
+            subprocess.run(["git", "commit", "-q", "-m", f"results/runs/{args.run}: evaluation {args.attack}",
+                            "--", str(path)], check=True)
         return 0
     entry = run_piece(args.run, epochs=args.epochs, root=args.root)
     if entry.get("finished"):
