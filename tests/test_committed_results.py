@@ -42,7 +42,32 @@ def _synthetic_cifar10(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def committed_root(tmp_path_factory) -> Path:
+def synthetic_cache(tmp_path_factory) -> Path:
+    """A private cache for models trained on synthetic CIFAR-10 (nothing else may ever find them),
+    shared by this file's tests so the synthetic ResNets are trained once."""
+    return tmp_path_factory.mktemp("synthetic-cache")
+
+
+@pytest.fixture(scope="module")
+def live_chapter(tmp_path_factory):
+    """``live_chapter(stem) -> (shown, figures)``: the chapter as an offline reader runs it (no
+    committed result, no CIFAR-10), executed once for this file."""
+    executed: dict[str, tuple[str, int]] = {}
+
+    def run(stem: str) -> tuple[str, int]:
+        if stem not in executed:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("ADVCORE_PROFILE", "smoke")
+                patch.setenv(RESULTS_ENV, str(tmp_path_factory.mktemp("no-results")))
+                patch.delenv("MPLBACKEND", raising=False)
+                executed[stem] = _outputs(_run(ROOT / "notebooks" / f"{stem}.ipynb"))
+        return executed[stem]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def committed_root(tmp_path_factory, synthetic_cache) -> Path:
     """A results folder whose `gpu` results are smoke-sized runs of the real code."""
     root = tmp_path_factory.mktemp("results")
     done = subprocess.run([sys.executable, "-m", "advcore", "run", "landscape", "--profile", "smoke", "--root",
@@ -55,7 +80,7 @@ def committed_root(tmp_path_factory) -> Path:
 
     with pytest.MonkeyPatch.context() as patch:
         # A private cache: ResNets trained on synthetic data must never be found by anything else.
-        patch.setenv("ADVCORE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("ADVCORE_CACHE", str(synthetic_cache))
         patch.setattr(data, "cifar10_available", lambda: True)
         patch.setattr(data, "_cifar10_tensors", _synthetic_cifar10)
         started = time.perf_counter()
@@ -101,7 +126,7 @@ def _run(path: Path) -> nbformat.NotebookNode:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(CHAPTERS))
-def test_chapter_shows_a_committed_gpu_result(experiment, committed_root, monkeypatch):
+def test_chapter_shows_a_committed_gpu_result(experiment, committed_root, live_chapter, monkeypatch):
     monkeypatch.setenv("ADVCORE_PROFILE", "smoke")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # draw the figures (the tests' Agg backend shows none)
     path = ROOT / "notebooks" / f"{CHAPTERS[experiment]}.ipynb"
@@ -111,8 +136,7 @@ def test_chapter_shows_a_committed_gpu_result(experiment, committed_root, monkey
     assert "no committed" not in shown.lower()
     assert "committed" in shown  # the chapter names the committed run and where it came from
 
-    monkeypatch.setenv(RESULTS_ENV, str(committed_root / "nothing-here"))
-    live_shown, live_figures = _outputs(_run(path))
+    live_shown, live_figures = live_chapter(path.stem)
     assert "no committed" in live_shown.lower()
     assert figures > live_figures  # the committed run's figures are drawn too
     if experiment == "robust-training":  # and its CIFAR-10 curves and table rows
@@ -121,12 +145,12 @@ def test_chapter_shows_a_committed_gpu_result(experiment, committed_root, monkey
 
 
 @pytest.mark.slow
-def test_chapter_9_shows_cifar10_when_it_is_available(tmp_path, monkeypatch):
+def test_chapter_9_shows_cifar10_when_it_is_available(tmp_path, synthetic_cache, live_chapter, monkeypatch):
     """The live CIFAR-10 branch (what a Colab reader sees), with the synthetic data patched in the kernel."""
     import inspect
 
     monkeypatch.setenv("ADVCORE_PROFILE", "smoke")
-    monkeypatch.setenv("ADVCORE_CACHE", str(tmp_path / "cache"))  # synthetic-data models stay private
+    monkeypatch.setenv("ADVCORE_CACHE", str(synthetic_cache))  # synthetic-data models stay private
     monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "no-results"))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     path = ROOT / "notebooks" / "09_robust_training.ipynb"
@@ -139,7 +163,7 @@ def test_chapter_9_shows_cifar10_when_it_is_available(tmp_path, monkeypatch):
                             resources={"metadata": {"path": str(path.parent)}}).execute()
     shown, figures = _outputs(notebook)
     assert "CIFAR-10 is not shown here" not in shown and "CIFAR-10 not available here" not in shown
-    offline_shown, offline_figures = _outputs(_run(path))
+    offline_shown, offline_figures = live_chapter(path.stem)
     assert "CIFAR-10 is not shown here" in offline_shown
     assert figures >= offline_figures + 2  # the CIFAR-10 loss curves and accuracies
 
