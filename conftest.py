@@ -5,14 +5,14 @@
 * ``ADVCORE_CACHE``: a fresh folder for this session, so tests never trust a stale cache (set
   here, in the controlling process, so pytest-xdist's workers share it: the zoo locks its entries).
 
-``make test`` runs two pytest-xdist workers: every test of the book build on one (the build is the
-longest piece of the suite: it executes every notebook again), the other files one at a time on
-the other (a notebook's cells share one kernel, so a file never splits across workers).
+``make test`` runs two pytest-xdist workers: the tests of the book build are one work unit, handed
+out first (the build is the longest piece of the suite: it executes every notebook again), and
+every other file is a unit of its own (a notebook's cells share one kernel, so a file never splits
+across workers); a worker takes the next unit when it is done with its own.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -32,9 +32,10 @@ if "ADVCORE_CACHE" not in os.environ:
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Each pytest-xdist worker (and the notebook kernels it starts) gets its share of the cores: with
     # torch's default of a thread per core in every worker, the workers oversubscribe the cores and
-    # OpenMP's spinning threads more than doubled the suite's CPU time (measured: 40 CPU min against 16).
+    # OpenMP's spinning threads more than doubled the suite's CPU time (make test, measured: 40 CPU min against 17).
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
 
 collect_ignore_glob = ["_build/*", ".venv/*"]
 
@@ -54,18 +55,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if strays:
         raise pytest.UsageError(f"{', '.join(strays)} use(s) the book build (smoke_book) outside "
                                 f"{', '.join(BOOK_TEST_FILES)}: move it there, or add its file to "
-                                "BOOK_TEST_FILES in conftest.py (else the book is built once more).")
+                                "BOOK_TEST_FILES in conftest.py (a worker would build the book once more).")
     items.sort(key=lambda item: _work_unit(item.nodeid) != "book")  # stable: files keep their order
 
 
-if importlib.util.find_spec("xdist") is not None:  # the hook exists only with pytest-xdist installed
-    def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-        """One work unit per file (the book's files: one unit), handed out in collection order."""
-        from xdist.scheduler import LoadScopeScheduling
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: ignored without xdist (or with -p no:xdist)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """One work unit per file (the book's files: one unit), handed out in collection order, whatever
+    ``--dist`` says: a notebook's cells must stay together, in order, on one worker."""
+    from xdist.scheduler import LoadScopeScheduling
 
-        class BookFirstScheduling(LoadScopeScheduling):
-            def _split_scope(self, nodeid: str) -> str:
-                return _work_unit(nodeid)
+    class BookFirstScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
 
-        config.option.loadscopereorder = False  # largest-first would queue the book last: few tests, longest
-        return BookFirstScheduling(config, log)
+    config.option.loadscopereorder = False  # largest-first would queue the book last: few tests, longest
+    return BookFirstScheduling(config, log)

@@ -84,9 +84,8 @@ class Profile:
     # training uses Wong et al. (2020)'s one-step FGSM from a random start, then PGD as above.
     # Not Madry et al.'s recipe: a schedule a CPU can afford (advcore.longrun).
     epochs_cnn_fast_start: int
-    fast_start_cnn: float  # fraction of training (whole epochs) in the fast phase
-    lr_cnn_fast_start: float  # Adam lr of the fast phase
-    lr_milestones_cnn_fast_start: tuple[float, ...]  # where the lr drops by 10x (gpu: to Madry's 1e-4 for PGD)
+    fast_start_cnn: float  # fraction of training steps in the fast phase
+    lr_cnn_fast_start: float  # Adam lr of the fast phase; the PGD phase uses lr_cnn (10x lower, or equal)
 
     # --- attacks and evaluation ---
     pgd_eval_steps: int  # PGD iterations when evaluating robustness (Madry: 100)
@@ -141,7 +140,6 @@ PROFILES: dict[str, Profile] = {
         epochs_cnn_fast_start=1,
         fast_start_cnn=0.5,
         lr_cnn_fast_start=1e-3,
-        lr_milestones_cnn_fast_start=(),
         pgd_eval_steps=5,
         pgd_eval_restarts=1,
         landscape_examples=2,
@@ -189,7 +187,6 @@ PROFILES: dict[str, Profile] = {
         epochs_cnn_fast_start=2,
         fast_start_cnn=0.5,
         lr_cnn_fast_start=1e-3,
-        lr_milestones_cnn_fast_start=(),
         pgd_eval_steps=20,
         pgd_eval_restarts=1,
         landscape_examples=3,
@@ -236,7 +233,6 @@ PROFILES: dict[str, Profile] = {
         epochs_cnn_fast_start=30,
         fast_start_cnn=1 / 3,
         lr_cnn_fast_start=1e-3,
-        lr_milestones_cnn_fast_start=(1 / 3,),
         pgd_eval_steps=100,
         pgd_eval_restarts=20,
         landscape_examples=5,

@@ -445,6 +445,9 @@ class PGDObjective(Objective):
         checks.check_number(self.step_size, "step_size", minimum=0.0, strict=True)
         _check_fraction(self.warmup, "warmup")
         _check_fraction(self.fast_start, "fast_start")
+        if self.fast_start and self.alpha:
+            raise ValueError("fast_start trains on one-step FGSM examples only (Wong et al. 2020), which has no "
+                             f"clean-loss term; use alpha = 0 with it (got alpha = {self.alpha}).")
 
     def at(self, progress: float) -> "PGDObjective | FastFGSMObjective":
         """The objective at ``progress`` (fraction of training steps done).
@@ -456,7 +459,7 @@ class PGDObjective(Objective):
 
         With ``fast_start > 0``, the first ``fast_start`` of training is a warm start with Wong,
         Rice & Kolter (2020)'s one-step FGSM from a random start (:class:`FastFGSMObjective`,
-        step ``FAST_FGSM_STEP * eps``), about ``steps + 1`` times cheaper per step than PGD;
+        step ``FAST_FGSM_STEP * eps``: one gradient step per example instead of ``steps``);
         PGD takes over after it. (Not Madry et al.'s recipe: a way to afford PGD training on
         a CPU, see :mod:`advcore.longrun`.)
         """

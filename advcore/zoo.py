@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -113,8 +114,11 @@ def _fgsm_monitor() -> dict[str, Any]:
     return AttackSpec("fgsm", MNIST_EPS).to_dict()
 
 
-def _pgd_monitor(profile: Profile) -> dict[str, Any]:
-    return AttackSpec("pgd", MADRY_EPS, profile.pgd_train_step_size, profile.pgd_train_steps).to_dict()
+def _pgd_monitor(profile: Profile, *, steps: int | None = None) -> dict[str, Any]:
+    """PGD at Madry et al.'s eps with the profile's training steps, or ``steps`` (step: :func:`pgd_step_size`)."""
+    if steps is None or steps == profile.pgd_train_steps:
+        return AttackSpec("pgd", MADRY_EPS, profile.pgd_train_step_size, profile.pgd_train_steps).to_dict()
+    return AttackSpec("pgd", MADRY_EPS, pgd_step_size(MADRY_EPS, steps), steps).to_dict()
 
 
 _MAXOUT_NOTE = "Adam instead of the paper's SGD with momentum and max-norm constraints."
@@ -192,27 +196,30 @@ def _cnn(profile: Profile, name: str, objective: str, options: dict[str, Any], *
 
 def _cnn_fast_start(profile: Profile, pgd_options: dict[str, Any]) -> Recipe:
     """PGD training of the CNN after a fast start: Wong et al. (2020)'s one-step FGSM from a random
-    start for the first ``fast_start_cnn`` of training, then the profile's PGD (Madry et al.'s at
-    the gpu profile). The per-epoch monitor is PGD of at most 10 steps (a 40-step one on 7,500
-    images would cost about as much as a fast-phase epoch)."""
-    fast = profile.fast_start_cnn
+    start for the first ``fast_start_cnn`` of training (Adam lr ``lr_cnn_fast_start``), then the
+    profile's PGD (Madry et al.'s at the gpu profile, with their lr ``lr_cnn``). The per-epoch monitor
+    is PGD of at most 10 steps: a 40-step one on 7,500 images (about 300,000 gradient steps) would
+    cost more than a fast-phase epoch (55,000 images, two gradient steps each)."""
+    fast, epochs = profile.fast_start_cnn, profile.epochs_cnn_fast_start
     # eps ramps up over a tenth of the fast phase where the profile has no warm-up of its own:
     # from eps = 0.3 at once the CNN can sit on the constant classifier (Wong et al. ramp the lr).
     options = {**pgd_options, "warmup": profile.pgd_train_warmup or round(fast / 10, 4), "fast_start": fast}
-    monitor_steps = min(profile.pgd_train_steps, 10)
-    monitor = (_pgd_monitor(profile) if monitor_steps == profile.pgd_train_steps
-               else AttackSpec("pgd", MADRY_EPS, pgd_step_size(MADRY_EPS, monitor_steps), monitor_steps).to_dict())
+    milestones: tuple[float, ...] = ()
+    if profile.lr_cnn_fast_start != profile.lr_cnn:  # the lr drops (by train's 10x) where PGD takes over
+        if not (math.isclose(profile.lr_cnn_fast_start, 10 * profile.lr_cnn)
+                and math.isclose(fast * epochs, round(fast * epochs))):
+            raise ValueError(f"Profile {profile.name!r}: lr_cnn_fast_start must be 10 x lr_cnn (or equal to it) "
+                             "and fast_start_cnn a whole number of epochs, so the lr drops where PGD starts.")
+        milestones = (fast,)
     return Recipe(
         name="cnn_pgd_fast", architecture="cnn", architecture_options={}, objective="pgd",
-        objective_options=options, monitor=monitor, epochs=profile.epochs_cnn_fast_start,
-        batch_size=profile.cnn_batch_size, lr=profile.lr_cnn_fast_start,
-        lr_milestones=profile.lr_milestones_cnn_fast_start, sizes=_mnist_sizes(profile),
-        note=(f"Not Madry et al.'s schedule: the first {fast:.0%} of the {profile.epochs_cnn_fast_start} epochs "
-              f"train on Wong, Rice & Kolter (2020)'s one-step FGSM from a random start (step "
-              f"{training.FAST_FGSM_STEP:g} eps: one gradient step per example instead of "
-              f"{profile.pgd_train_steps}) as a warm start, the rest on PGD as cnn_pgd. Adam lr {profile.lr_cnn_fast_start:g}"
-              + (f", divided by 10 at {', '.join(f'{m:.0%}' for m in profile.lr_milestones_cnn_fast_start)} of training"
-                 if profile.lr_milestones_cnn_fast_start else "") + "."),
+        objective_options=options, monitor=_pgd_monitor(profile, steps=min(profile.pgd_train_steps, 10)),
+        epochs=epochs, batch_size=profile.cnn_batch_size, lr=profile.lr_cnn_fast_start, lr_milestones=milestones,
+        sizes=_mnist_sizes(profile),
+        note=(f"Not Madry et al.'s schedule: the first {fast:.0%} of the {epochs} epoch{'s' * (epochs != 1)} train on Wong, Rice & "
+              f"Kolter (2020)'s one-step FGSM from a random start (step {training.FAST_FGSM_STEP:g} eps: one "
+              f"gradient step per example instead of {profile.pgd_train_steps}) as a warm start, with Adam lr "
+              f"{profile.lr_cnn_fast_start:g}; the rest on PGD as cnn_pgd, with Adam lr {profile.lr_cnn:g}."),
     )
 
 

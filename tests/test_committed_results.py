@@ -53,11 +53,13 @@ def live_chapter(tmp_path_factory):
     """``live_chapter(stem) -> (shown, figures)``: the chapter as an offline reader runs it (no
     committed result, no CIFAR-10), executed once for this file."""
     executed: dict[str, tuple[str, int]] = {}
+    cache = os.environ["ADVCORE_CACHE"]  # the session's, whatever cache the calling test has set
 
     def run(stem: str) -> tuple[str, int]:
         if stem not in executed:
             with pytest.MonkeyPatch.context() as patch:
                 patch.setenv("ADVCORE_PROFILE", "smoke")
+                patch.setenv("ADVCORE_CACHE", cache)
                 patch.setenv(RESULTS_ENV, str(tmp_path_factory.mktemp("no-results")))
                 patch.delenv("MPLBACKEND", raising=False)
                 executed[stem] = _outputs(_run(ROOT / "notebooks" / f"{stem}.ipynb"))

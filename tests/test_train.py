@@ -422,6 +422,8 @@ def test_pgd_fast_start_trains_on_one_step_fgsm_first_then_pgd(small_train) -> N
     assert objective.config()["fast_start"] == 0.5
     with pytest.raises(ValueError, match="fast_start"):
         PGDObjective(fast_start=1.0)
+    with pytest.raises(ValueError, match="alpha = 0"):  # the fast phase has no clean-loss term
+        PGDObjective(fast_start=0.5, alpha=0.5)
     # In train(): the first of two epochs costs one attack step per batch instead of five
     # (forward passes counted on the model: a PGD-5 step makes 4 more than a one-step one).
     def forwards(fast_start: float) -> int:
