@@ -337,7 +337,14 @@ def test_a_surrogates_key_follows_the_victim_model_it_imitates(monkeypatch) -> N
     before = zoo.cache_key("surrogate_mlp", profile="cpu")
     assert before == zoo.cache_key("surrogate_mlp", profile="cpu")  # stable
     monkeypatch.setattr(zoo, "committed_run", lambda name, profile=None: longrun.RUNS["cnn"] if name == "cnn" else None)
-    assert zoo.cache_key("surrogate_mlp", profile="cpu") != before
+    real_state = longrun.load_state
+    committed = {"key": "0" * 64, "weights": "model-a.pt", "files": {"model-a.pt": "a" * 64},
+                 "pieces": [{"wall_time_s": 1.0, "device": "cpu"}]}  # a finished committed victim
+    monkeypatch.setattr(longrun, "load_state", lambda name, **kw: committed if name == "cnn" else real_state(name, **kw))
+    with_victim = zoo.cache_key("surrogate_mlp", profile="cpu")
+    assert with_victim != before
+    committed["files"] = {"model-a.pt": "b" * 64}  # the victim retrained: other weights, another surrogate
+    assert zoo.cache_key("surrogate_mlp", profile="cpu") not in (before, with_victim)
 
 
 def test_a_recipe_note_is_not_part_of_the_cache_key(monkeypatch) -> None:
