@@ -32,7 +32,8 @@ if "ADVCORE_CACHE" not in os.environ:
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Each pytest-xdist worker (and the notebook kernels it starts) gets its share of the cores: with
     # torch's default of a thread per core in every worker, the workers oversubscribe the cores and
-    # OpenMP's spinning threads more than doubled the suite's CPU time (make test, measured: 40 CPU min against 17).
+    # OpenMP's spinning threads more than doubled the suite's CPU time (make test on a clean clone,
+    # measured: 40 CPU min against 17).
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))

@@ -216,8 +216,8 @@ def _cnn_fast_start(profile: Profile, pgd_options: dict[str, Any]) -> Recipe:
         objective_options=options, monitor=_pgd_monitor(profile, steps=min(profile.pgd_train_steps, 10)),
         epochs=epochs, batch_size=profile.cnn_batch_size, lr=profile.lr_cnn_fast_start, lr_milestones=milestones,
         sizes=_mnist_sizes(profile),
-        note=(f"Not Madry et al.'s schedule: the first {fast:.0%} of the {epochs} epoch{'s' * (epochs != 1)} train on Wong, Rice & "
-              f"Kolter (2020)'s one-step FGSM from a random start (step {training.FAST_FGSM_STEP:g} eps: one "
+        note=(f"Not Madry et al.'s schedule: the first {fast:.0%} of the {epochs} epoch{'s' * (epochs != 1)} "
+              f"train on Wong, Rice & Kolter (2020)'s one-step FGSM from a random start (step {training.FAST_FGSM_STEP:g} eps: one "
               f"gradient step per example instead of {profile.pgd_train_steps}) as a warm start, with Adam lr "
               f"{profile.lr_cnn_fast_start:g}; the rest on PGD as cnn_pgd, with Adam lr {profile.lr_cnn:g}."),
     )
@@ -306,8 +306,8 @@ def _part_two_recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
                                        "warmup": profile.pgd_train_warmup},
                                       note=FAST_FGSM_NOTE),
         "cnn_fgsm_rand": lambda: _cnn(profile, "cnn_fgsm_rand", "fast_fgsm",
-                                      {"eps": MADRY_EPS, "step_size": training.FAST_FGSM_STEP * MADRY_EPS, "random_start": True,
-                                       "warmup": profile.pgd_train_warmup},
+                                      {"eps": MADRY_EPS, "step_size": training.FAST_FGSM_STEP * MADRY_EPS,
+                                       "random_start": True, "warmup": profile.pgd_train_warmup},
                                       note=FAST_FGSM_NOTE),
         "cnn_pgd_fast": lambda: _cnn_fast_start(profile, pgd_mnist),
         "surrogate_mlp": lambda: Recipe(

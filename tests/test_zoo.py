@@ -340,7 +340,8 @@ def test_a_surrogates_key_follows_the_victim_model_it_imitates(monkeypatch) -> N
     real_state = longrun.load_state
     committed = {"key": "0" * 64, "weights": "model-a.pt", "files": {"model-a.pt": "a" * 64},
                  "pieces": [{"wall_time_s": 1.0, "device": "cpu"}]}  # a finished committed victim
-    monkeypatch.setattr(longrun, "load_state", lambda name, **kw: committed if name == "cnn" else real_state(name, **kw))
+    monkeypatch.setattr(longrun, "load_state",
+                        lambda name, **kw: committed if name == "cnn" else real_state(name, **kw))
     with_victim = zoo.cache_key("surrogate_mlp", profile="cpu")
     assert with_victim != before
     committed["files"] = {"model-a.pt": "b" * 64}  # the victim retrained: other weights, another surrogate
