@@ -80,6 +80,22 @@ class EvalResult:
     confidences: Tensor
     labels: Tensor
 
+    @classmethod
+    def from_predictions(cls, predictions: Tensor, confidences: Tensor, labels: Tensor) -> "EvalResult":
+        """The summary of ``(n,)`` predicted classes, their softmax probabilities and the true labels."""
+        wrong = predictions != labels
+        error_rate = wrong.double().mean().item()
+        return cls(
+            error_rate=error_rate,
+            accuracy=1.0 - error_rate,
+            mean_confidence=confidences.double().mean().item(),
+            mean_confidence_misclassified=confidences[wrong].double().mean().item() if wrong.any() else math.nan,
+            n=labels.numel(),
+            predictions=predictions,
+            confidences=confidences,
+            labels=labels,
+        )
+
     def __str__(self) -> str:
         return (f"error {self.error_rate:.2%} (accuracy {self.accuracy:.2%}) on {self.n} examples; "
                 f"mean confidence {self.mean_confidence:.1%}, "
@@ -121,22 +137,7 @@ def evaluate(
             predictions.append(predicted.cpu())
             confidences.append(confidence.cpu())
             labels.append(y.cpu())
-    return _summarize(torch.cat(predictions), torch.cat(confidences), torch.cat(labels))
-
-
-def _summarize(predictions: Tensor, confidences: Tensor, labels: Tensor) -> EvalResult:
-    wrong = predictions != labels
-    error_rate = wrong.double().mean().item()
-    return EvalResult(
-        error_rate=error_rate,
-        accuracy=1.0 - error_rate,
-        mean_confidence=confidences.double().mean().item(),
-        mean_confidence_misclassified=confidences[wrong].double().mean().item() if wrong.any() else math.nan,
-        n=labels.numel(),
-        predictions=predictions,
-        confidences=confidences,
-        labels=labels,
-    )
+    return EvalResult.from_predictions(torch.cat(predictions), torch.cat(confidences), torch.cat(labels))
 
 
 def epsilon_sweep(
@@ -215,6 +216,16 @@ class TransferResult:
     both_wrong: "pd.DataFrame"
     clean_error: "pd.Series"
     n: int
+
+    def renamed(self, names: Mapping[str, str]) -> "TransferResult":
+        """The same result with the models renamed by ``names`` (old name -> new; others kept)."""
+        return TransferResult(
+            error=self.error.rename(index=names, columns=names),
+            wrong_label_agreement=self.wrong_label_agreement.rename(index=names, columns=names),
+            both_wrong=self.both_wrong.rename(index=names, columns=names),
+            clean_error=self.clean_error.rename(index=names),
+            n=self.n,
+        )
 
 
 def transfer_matrix(

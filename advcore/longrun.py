@@ -22,6 +22,11 @@ What is committed per run (small: no optimizer state, weights in float16):
   checkpoint (kilobytes);
 * ``history-<NNN>.npz`` -- each piece's per-step records and per-epoch evaluations.
 
+A model too large to commit (``Run.commits_weights`` false: the 1600-unit maxout network) is
+trained whole in one piece and commits, instead of weights, what its chapters measure at the
+end (``measurements-<sha256[:12]>.npz``: per-example test predictions, clean and attacked, and
+the transfer matrix with committed partner models; :func:`measurements`).
+
 How exact a resume is: within one machine, the full training checkpoint (with Adam's
 moments) is kept in ``ADVCORE_CACHE`` and the next piece continues from it bit for bit.
 When that cache is gone (a new machine), the next piece starts from the committed state:
@@ -38,6 +43,7 @@ previous complete state.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -59,9 +65,9 @@ from advcore.profiles import current_profile
 from advcore.results import downloads_committed, fetch_committed, provenance, results_dir
 
 __all__ = [
-    "EVALUATIONS", "LANDSCAPE", "LongRunError", "RUNS", "Run", "evaluate_run", "history", "landscape_piece",
-    "load_evaluations", "load_landscape", "load_state",
-    "load_weights", "main", "run_dir", "run_piece",
+    "EVALUATIONS", "LANDSCAPE", "LongRunError", "Measurements", "RUNS", "Run", "evaluate_run", "history",
+    "landscape_piece", "load_evaluations", "load_landscape", "load_state", "load_weights", "main", "measurements",
+    "recipe", "run_dir", "run_piece",
 ]
 
 FORMAT = 1
@@ -81,6 +87,16 @@ class Run:
     # Whether the cpu/gpu profiles' zoo.get loads the finished run instead of training the entry.
     # Off for Part II's CNNs until chapters 7-11 describe a committed model (they speak of short runs).
     replaces_zoo_entry: bool = True
+    # The epochs this run trains instead of the profile's (None: the profile's): what a CPU
+    # affords where the profile's count does not fit (part of the recipe, hence of the key).
+    epochs: int | None = None
+    # False for a model too large to commit (the 1600-unit maxout: 19 M parameters, 38 MB in
+    # float16, ~150 MB as a checkpoint with momentum): it is trained whole in one piece and
+    # commits what its chapters measure at the end instead of its weights (:func:`measurements`).
+    commits_weights: bool = True
+    # Committed runs whose models the end-of-run transfer matrix pairs with this one's (only
+    # for a run that does not commit its weights: nothing can pair with it later).
+    transfer_partners: tuple[str, ...] = ()
 
 
 #: The committed long runs (run name -> what it trains). The paper-scale recipes are the zoo's
@@ -98,7 +114,18 @@ RUNS: dict[str, Run] = {
     **{name: Run(name) for name in ("maxout", "maxout_fgsm", "maxout_seed1", "maxout_noise_sign", "maxout_noise",
                                     "maxout_rotation", "maxout_scaledgrad", "softmax", "softmax_fgsm",
                                     "sigmoid_mlp", "sigmoid_mlp_hidden", "relu_mlp", "relu_mlp_hidden")},
+    # Goodfellow et al.'s 1600-unit FGSM-trained network: 5.75 CPU minutes per epoch here (one AVX2
+    # core, measured), so the profile's 100 epochs cannot be one piece of well under 90 minutes; 12 can.
+    "maxout1600_fgsm_es": Run("maxout1600_fgsm_es", epochs=12, commits_weights=False,
+                              transfer_partners=("maxout", "maxout_fgsm")),
 }
+
+#: Why a run's epochs differ from its profile's (appended to the recipe's note).
+_EPOCHS_NOTE = (" This run: {epochs} epochs instead of the {profile} profile's {profile_epochs} (learning-rate "
+                "steps at the same fractions), what one CPU run affords.")
+_STOPPING_NOTE = (" The epoch with the lowest adversarial validation error is kept (the profile's patience of "
+                  "{patience} epochs never runs out in {epochs}); Goodfellow et al. stopped early on the "
+                  "adversarial validation error and then retrained on all 60,000 images, which we do not.")
 
 
 def run_dir(name: str, *, root: str | Path | None = None) -> Path:
@@ -162,9 +189,18 @@ def _recipe_and_key(name: str) -> tuple[zoo.Recipe, str]:
     """
     run = _run(name)
     rec = zoo.profile_recipe(run.zoo_name, profile=run.profile)
+    if run.epochs is not None:
+        note = _EPOCHS_NOTE + (_STOPPING_NOTE if rec.early_stopping else "")
+        rec = dataclasses.replace(rec, epochs=run.epochs, note=rec.note + note.format(
+            epochs=run.epochs, profile=run.profile, profile_epochs=rec.epochs, patience=rec.patience))
     payload = {"format": FORMAT, "profile": run.profile, "precision": run.precision,
                "recipe": {k: v for k, v in rec.to_dict().items() if k != "note"}}
     return rec, storage.json_digest(payload)
+
+
+def recipe(name: str) -> zoo.Recipe:
+    """The recipe run ``name`` trains (its profile's zoo recipe, with the run's own epochs if it has them)."""
+    return _recipe_and_key(name)[0]
 
 
 def _sha256(content: bytes) -> str:
@@ -221,6 +257,9 @@ def load_weights(name: str, *, root: str | Path | None = None, device: str | tor
     Raises:
         LongRunError: nothing committed yet, or a damaged file.
     """
+    if not _run(name).commits_weights:
+        raise LongRunError(f"Run {name!r} does not commit its weights (too large); what it measured at its end "
+                           f"is in `advcore.longrun.measurements({name!r})`.")
     manifest = load_state(name, root=root)
     if manifest is None:
         raise LongRunError(f"Run {name!r} has no committed piece yet: `python -m advcore.longrun piece {name}`.")
@@ -287,6 +326,7 @@ def history(name: str, *, root: str | Path | None = None) -> training.History:
             for column, values in more.items():
                 table[column].extend(values)
     result.config = manifest.get("train_config", {})
+    result.best_epoch = manifest.get("final", {}).get("best_epoch")
     return result
 
 
@@ -301,16 +341,28 @@ def run_piece(name: str, *, epochs: int, root: str | Path | None = None, progres
         raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}.")
     run = _run(name)
     rec, key = _recipe_and_key(name)
-    if rec.early_stopping:
+    if rec.early_stopping and run.commits_weights:
         raise ValueError(f"Run {name!r} uses early stopping, whose best weights are not committed per piece.")
     folder = run_dir(name, root=root)
     manifest = load_state(name, root=root)
     done = 0 if manifest is None else manifest["epochs_done"]
     if done >= rec.epochs:
         return {"finished": True}
+    if not run.commits_weights and epochs < rec.epochs:
+        raise ValueError(f"Run {name!r} does not commit its weights (too large), so it cannot resume from git: "
+                         f"train it whole in one piece, `--epochs {rec.epochs}`.")
+    for partner in run.transfer_partners:  # checked now, not after hours of training
+        state = load_state(partner, root=root)
+        if state is None or state["epochs_done"] < state["epochs_total"]:
+            raise LongRunError(f"Run {name!r} measures transfer with run {partner!r}, which is not finished: "
+                               f"train {partner!r} first (`python -m advcore.longrun status {partner}`).")
     checkpoint = _cache_checkpoint(name, key)
     notes = [] if manifest is None else list(manifest.get("notes", []))
-    if manifest is None:
+    if manifest is None and not run.commits_weights and checkpoint.exists():
+        # Only this machine's interrupted attempt can be continued: train() resumes it exactly.
+        notes.append(f"epoch {training.load_checkpoint(checkpoint)['epoch']}: continued this machine's "
+                     "interrupted attempt from its local checkpoint")
+    elif manifest is None:
         checkpoint.unlink(missing_ok=True)  # nothing committed: start from the recipe's seed
     elif _local_checkpoint_matches(checkpoint, done, folder, manifest):
         _vouch_for(checkpoint)
@@ -326,29 +378,125 @@ def run_piece(name: str, *, epochs: int, root: str | Path | None = None, progres
                               precision=run.precision, progress=progress,
                               description=f"longrun {name} epochs {done + 1}-{until} of {rec.epochs}")
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    final, measured = None, {}
+    if until == rec.epochs:
+        final, measured = _final_test(name, rec, checkpoint, best_epoch=history_.best_epoch, root=root,
+                                      progress=progress)
     return _write_piece(name, folder, rec, key, manifest, checkpoint, history_, done, until, wall, cpu, notes,
-                        final=_final_test(rec, checkpoint, progress=progress) if until == rec.epochs else None)
+                        final=final, extra_files=measured)
 
 
-def _final_test(rec: zoo.Recipe, checkpoint: Path, *, progress: bool) -> dict[str, Any]:
+def _final_test(name: str, rec: zoo.Recipe, checkpoint: Path, *, best_epoch: int | None,
+                root: str | Path | None, progress: bool) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The finished model's errors on the whole MNIST test set (10,000 images), clean and under its monitor attack.
 
     Measured once, on the float16-rounded weights that are committed (what the chapters load),
-    so a chapter's re-evaluation of any subset can be checked against it.
+    so a chapter's re-evaluation of any subset can be checked against it. For a run that does
+    not commit its weights, on its float32 weights (the best epoch's with early stopping), with
+    everything its chapters need (:func:`measurements`) in a file beside ``run.json``; returns
+    ``(summary for run.json, {file name: content})``.
     """
-    from advcore.evaluate import evaluate
+    from advcore.evaluate import evaluate, transfer_matrix
 
+    run = _run(name)
     state = training.load_checkpoint(checkpoint)
+    weights = state["best_model"] if rec.early_stopping and state.get("best_model") is not None else state["model"]
     model = zoo.build_model(rec)
-    model.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in state["model"].items()})
+    model.load_state_dict({k: v.half().float() if v.is_floating_point() and run.commits_weights else v
+                           for k, v in weights.items()})
     model.eval()
     test = data.load_mnist("test")
     attack = zoo.monitor_attack(rec.monitor)
     clean = evaluate(model, test, progress=progress)
     attacked = evaluate(model, test, attack=attack, progress=progress)
-    return {"test_examples": clean.n, "clean_error": clean.error_rate, "attack": attack.describe(),
-            "attack_error": attacked.error_rate, "attack_confidence": attacked.mean_confidence,
-            "attack_confidence_misclassified": attacked.mean_confidence_misclassified}
+    summary = {"test_examples": clean.n, "clean_error": clean.error_rate, "attack": attack.describe(),
+               "attack_error": attacked.error_rate, "attack_confidence": attacked.mean_confidence,
+               "attack_confidence_misclassified": attacked.mean_confidence_misclassified}
+    if run.commits_weights:
+        return summary, {}
+    partners = {partner: load_weights(partner, root=root) for partner in run.transfer_partners}
+    transfer = transfer_matrix({**partners, name: model}, test, attack=attack, progress=progress)
+    content = _measurements_npz(clean, attacked, transfer)
+    filename = f"measurements-{_sha256(content)[:12]}.npz"
+    summary.update(measurements=filename, best_epoch=best_epoch, transfer_partners={
+        partner: _committed_weights_sha(partner, root=root) for partner in run.transfer_partners})
+    return summary, {filename: content}
+
+
+def _committed_weights_sha(name: str, *, root: str | Path | None = None) -> str | None:
+    """The SHA-256 of run ``name``'s committed weights (``None`` before its first piece)."""
+    state = load_state(name, root=root)
+    return None if state is None else state["files"][_weights_file(state)]
+
+
+def _measurements_npz(clean: Any, attacked: Any, transfer: Any) -> bytes:
+    """Per-example predictions of the clean and attacked test images and the transfer tables, as an NPZ."""
+    arrays: dict[str, np.ndarray] = {}
+    for what, result in (("clean", clean), ("attacked", attacked)):
+        arrays[f"{what}.predictions"] = result.predictions.numpy().astype(np.int64)
+        arrays[f"{what}.confidences"] = result.confidences.numpy().astype(np.float32)
+        arrays[f"{what}.labels"] = result.labels.numpy().astype(np.int64)
+    for table in ("error", "wrong_label_agreement", "both_wrong"):
+        arrays[f"transfer.{table}"] = getattr(transfer, table).to_numpy(dtype=np.float64)
+    arrays["transfer.clean_error"] = transfer.clean_error.to_numpy(dtype=np.float64)
+    arrays["transfer.names"] = np.asarray(list(transfer.error.index), dtype=str)
+    arrays["transfer.n"] = np.asarray(transfer.n, dtype=np.int64)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """What a run that does not commit its weights measured at its end, on the 10,000 MNIST test images.
+
+    ``clean`` and ``attacked`` (its monitor attack, e.g. FGSM at eps 0.25) are what
+    :func:`advcore.evaluate.evaluate` returned; ``transfer`` is
+    :func:`advcore.evaluate.transfer_matrix` with the committed models of ``Run.transfer_partners``
+    (rows and columns named by run).
+    """
+
+    clean: Any  # advcore.evaluate.EvalResult
+    attacked: Any  # advcore.evaluate.EvalResult
+    transfer: Any  # advcore.evaluate.TransferResult
+    attack: str
+
+
+def measurements(name: str, *, root: str | Path | None = None) -> Measurements:
+    """The end-of-run measurements of finished run ``name`` (verified).
+
+    Raises:
+        LongRunError: the run is unfinished or commits weights instead, a file is damaged, or
+            a transfer partner's committed weights are no longer those it was measured with.
+    """
+    import pandas as pd
+
+    from advcore.evaluate import EvalResult, TransferResult
+
+    state = load_state(name, root=root)
+    final = (state or {}).get("final", {})
+    if "measurements" not in final:
+        raise LongRunError(f"Run {name!r} has no committed measurements: train it whole with "
+                           f"`python -m advcore.longrun piece {name} --epochs {recipe(name).epochs}`.")
+    for partner, sha in final["transfer_partners"].items():
+        if _committed_weights_sha(partner, root=root) != sha:
+            raise LongRunError(f"Run {name!r}'s transfer matrix was measured with other weights of {partner!r} "
+                               f"than the committed ones; train {name!r} again (move results/runs/{name} away).")
+    content = _read_verified(run_dir(name, root=root), final["measurements"], state)
+    with np.load(io.BytesIO(content), allow_pickle=False) as arrays:
+        table = {key: arrays[key] for key in arrays.files}
+    results = {what: EvalResult.from_predictions(*(torch.from_numpy(table[f"{what}.{column}"])
+                                                   for column in ("predictions", "confidences", "labels")))
+               for what in ("clean", "attacked")}
+    names = [str(value) for value in table["transfer.names"]]
+    frame = lambda values: pd.DataFrame(values, index=pd.Index(names, name="source"),  # noqa: E731
+                                        columns=pd.Index(names, name="target"))
+    transfer = TransferResult(
+        error=frame(table["transfer.error"]), wrong_label_agreement=frame(table["transfer.wrong_label_agreement"]),
+        both_wrong=frame(table["transfer.both_wrong"]),
+        clean_error=pd.Series(table["transfer.clean_error"], index=names, name="clean error"),
+        n=int(table["transfer.n"]))
+    return Measurements(clean=results["clean"], attacked=results["attacked"], transfer=transfer, attack=final["attack"])
 
 
 def _vouch_for(path: Path) -> None:
@@ -380,17 +528,21 @@ def _local_checkpoint_matches(path: Path, epoch: int, folder: Path, manifest: di
 
 def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: dict[str, Any] | None,
                  checkpoint: Path, history_: training.History, done: int, until: int, wall: float, cpu: float,
-                 notes: list[str], *, final: dict[str, Any] | None = None) -> dict[str, Any]:
+                 notes: list[str], *, final: dict[str, Any] | None = None,
+                 extra_files: dict[str, bytes] | None = None) -> dict[str, Any]:
     state = training.load_checkpoint(checkpoint)
-    weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
-    resume = {k: v for k, v in state.items() if k not in ("model", "optimizer", "best_model", "history")}
-    resume["config"] = state["history"]["config"]
     index = 0 if manifest is None else len(manifest["pieces"])
-    weights_bytes, resume_bytes = _saved(weights), _saved(resume)
-    # New names for new content: until run.json is replaced, the previous piece's files stay as they were.
-    weights_file, resume_file = f"model-{_sha256(weights_bytes)[:12]}.pt", f"resume-{_sha256(resume_bytes)[:12]}.pt"
-    files = {weights_file: weights_bytes, resume_file: resume_bytes,
-             f"history-{index:03d}.npz": _history_npz(history_, done)}
+    files = {f"history-{index:03d}.npz": _history_npz(history_, done), **(extra_files or {})}
+    pointers: dict[str, str] = {}
+    if _run(name).commits_weights:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+        resume = {k: v for k, v in state.items() if k not in ("model", "optimizer", "best_model", "history")}
+        resume["config"] = state["history"]["config"]
+        weights_bytes, resume_bytes = _saved(weights), _saved(resume)
+        # New names for new content: until run.json is replaced, the previous piece's files stay as they were.
+        pointers = {"weights": f"model-{_sha256(weights_bytes)[:12]}.pt",
+                    "resume": f"resume-{_sha256(resume_bytes)[:12]}.pt"}
+        files.update({pointers["weights"]: weights_bytes, pointers["resume"]: resume_bytes})
     for filename, content in files.items():
         storage.atomic_write_bytes(folder / filename, content)
     piece = {
@@ -408,7 +560,7 @@ def _write_piece(name: str, folder: Path, rec: zoo.Recipe, key: str, manifest: d
         "format": FORMAT, "name": name, "zoo_name": rec.name, "profile": _run(name).profile, "key": key,
         "recipe": rec.to_dict(), "precision": _run(name).precision, "epochs_total": rec.epochs,
         "epochs_done": until, "pieces": [*previous.get("pieces", []), piece], "files": all_files,
-        "notes": notes, "train_config": resume["config"], "weights": weights_file, "resume": resume_file,
+        "notes": notes, "train_config": state["history"]["config"], **pointers,
         **({"final": final} if final is not None else {}),
     }
     storage.atomic_write_bytes(folder / "run.json", json.dumps(storage.seal(new_manifest), indent=1).encode())

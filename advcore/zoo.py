@@ -59,8 +59,9 @@ from advcore.profiles import Profile, current_profile, default_device
 if TYPE_CHECKING:
     from advcore import longrun
 
-__all__ = ["ARCHITECTURES", "Architecture", "Recipe", "committed_run", "describe", "entry_dir", "get", "history", "model_key", "monitor_attack", "names",
-           "profile_recipe", "recipe", "train_all", "trained_alike", "training_text"]
+__all__ = ["ARCHITECTURES", "Architecture", "Recipe", "committed_measurements", "committed_run", "describe",
+           "entry_dir", "get", "history", "model_key", "monitor_attack", "names", "profile_recipe", "recipe",
+           "train_all", "trained_alike", "training_text"]
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +135,15 @@ _MAXOUT_SGD_NOTE = ("SGD with momentum 0.9, lr {lr:g} divided by 10 at {mileston
                     "budget, no retraining on the validation images.")
 
 
-def _maxout_optimizer(profile: Profile) -> dict[str, Any]:
-    """The maxout networks' optimizer fields of a recipe, and its note."""
+def _maxout_optimizer(profile: Profile, *, epochs: int) -> dict[str, Any]:
+    """The maxout networks' optimizer fields of a recipe of ``epochs`` epochs, and its note."""
     fields: dict[str, Any] = {"optimizer": profile.optimizer_maxout, "lr": profile.lr_maxout,
                               "lr_milestones": tuple(profile.lr_milestones_maxout)}
     if profile.optimizer_maxout == "adam":
         return {**fields, "note": _MAXOUT_NOTE}
     milestones = " and ".join(f"{m:.0%}" for m in profile.lr_milestones_maxout) or "none"
     return {**fields, "note": _MAXOUT_SGD_NOTE.format(lr=profile.lr_maxout, milestones=milestones,
-                                                      epochs=profile.epochs_maxout,
+                                                      epochs=epochs,
                                                       max_norm=profile.max_norm_maxout or float("inf"))}
 
 
@@ -156,11 +157,12 @@ def _maxout(profile: Profile, name: str, objective: str, options: dict[str, Any]
     architecture = {"hidden": hidden, "pieces": 5, "layers": 2, "input_dropout": 0.2, "dropout": 0.5}
     if profile.max_norm_maxout is not None:  # only then: the other profiles' recipes (and keys) stay as they were
         architecture["max_norm"] = profile.max_norm_maxout
-    optimizer = _maxout_optimizer(profile)
+    epochs = profile.epochs_maxout if epochs is None else epochs
+    optimizer = _maxout_optimizer(profile, epochs=epochs)
     return Recipe(
         name=name, architecture="maxout", architecture_options=architecture,
         objective=objective, objective_options=options, monitor=_fgsm_monitor(),
-        epochs=profile.epochs_maxout if epochs is None else epochs, batch_size=profile.batch_size,
+        epochs=epochs, batch_size=profile.batch_size,
         optimizer=optimizer["optimizer"], lr=optimizer["lr"], lr_milestones=optimizer["lr_milestones"],
         early_stopping=early_stopping,
         patience=(profile.early_stopping_patience or None) if early_stopping else None,
@@ -357,8 +359,11 @@ def recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
     """
     prof = current_profile(profile)
     own = profile_recipe(name, profile=prof)
-    run = committed_run(name, profile=prof)
-    return profile_recipe(name, profile=run.profile) if run is not None else own
+    if committed_run(name, profile=prof) is None:
+        return own
+    from advcore import longrun
+
+    return longrun.recipe(name)
 
 
 def committed_run(name: str, *, profile: Profile | str | None = None) -> "longrun.Run | None":
@@ -738,12 +743,30 @@ def get(name: str, *, profile: Profile | str | None = None, device: str | torch.
     if committed_run(name, profile=prof) is not None:
         from advcore import longrun
 
+        if not longrun.RUNS[name].commits_weights:
+            raise longrun.LongRunError(
+                f"The paper-scale run of {name!r} committed what it measured, not its weights (too large to "
+                f"commit): use zoo.committed_measurements({name!r}), or the smoke profile, which trains a small one.")
         return longrun.load_weights(name, device=device)
     folder = ensure(name, profile=prof)
     model = build_model(profile_recipe(name, profile=prof))
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def committed_measurements(name: str, *, profile: Profile | str | None = None) -> "longrun.Measurements | None":
+    """What the committed paper-scale run of ``name`` measured at its end, for a model too large to commit.
+
+    ``None`` where :func:`get` returns a model instead (the ``smoke`` profile, or a run that
+    commits its weights); chapters then evaluate that model themselves.
+    """
+    run = committed_run(name, profile=profile)
+    if run is None or run.commits_weights:
+        return None
+    from advcore import longrun
+
+    return longrun.measurements(name)
 
 
 def history(name: str, *, profile: Profile | str | None = None) -> training.History:
@@ -781,7 +804,8 @@ def model_key(name: str, *, profile: Profile | str | None = None) -> str:
     if committed_run(name, profile=profile) is None:
         return cache_key(name, profile=profile)
     state = manifest(name, profile=profile)
-    return storage.json_digest({"run": state["key"], "weights": state["files"][state.get("weights", "model.pt")]})
+    made = state.get("weights") or state["final"]["measurements"]  # a run too large to commit: what it measured
+    return storage.json_digest({"run": state["key"], "weights": state["files"][made]})
 
 
 def train_all(names_: list[str] | None = None, *, profile: Profile | str | None = None,

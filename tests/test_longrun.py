@@ -260,3 +260,54 @@ def test_without_a_checkout_a_finished_run_is_downloaded_verified_and_kept_consi
     online["yes"] = False  # offline: the consistent cached copy is used
     monkeypatch.setattr(longrun, "_FETCHED", set())
     assert longrun.load_state("tiny")["epochs_done"] == state["epochs_done"]
+
+
+@pytest.fixture()
+def large_run(tiny_run, monkeypatch):
+    """``tiny_large``: the smoke profile's 1600-unit FGSM-trained maxout (early stopping), a run that does not
+    commit its weights, paired with the finished ``tiny`` run; its end-of-run test uses 300 test images."""
+    from advcore import data
+
+    monkeypatch.setitem(longrun.RUNS, "tiny_large", longrun.Run(
+        "maxout1600_fgsm_es", profile="smoke", commits_weights=False, transfer_partners=("tiny",)))
+    full = data.load_mnist
+    monkeypatch.setattr(longrun.data, "load_mnist", lambda split="train", limit=None: full(
+        split, limit=300 if split == "test" else limit))
+    return tiny_run
+
+
+def test_a_run_too_large_to_commit_is_trained_whole_and_commits_what_it_measured(large_run) -> None:
+    with pytest.raises(longrun.LongRunError, match="not finished: train 'tiny' first"):
+        longrun.run_piece("tiny_large", epochs=2, root=large_run, progress=False)
+    longrun.run_piece("tiny", epochs=2, root=large_run, progress=False)
+    with pytest.raises(ValueError, match="--epochs 2"):  # no piece can resume it from git
+        longrun.run_piece("tiny_large", epochs=1, root=large_run, progress=False)
+
+    longrun.run_piece("tiny_large", epochs=2, root=large_run, progress=False)
+    state = longrun.load_state("tiny_large", root=large_run)
+    final = state["final"]
+    assert "weights" not in state and not any(name.endswith(".pt") for name in state["files"])
+    assert final["best_epoch"] in (1, 2) and longrun.history("tiny_large", root=large_run).best_epoch == final["best_epoch"]
+    assert final["transfer_partners"] == {"tiny": longrun._committed_weights_sha("tiny", root=large_run)}
+    with pytest.raises(longrun.LongRunError, match="does not commit its weights"):
+        longrun.load_weights("tiny_large", root=large_run)
+
+    measured = longrun.measurements("tiny_large", root=large_run)
+    assert measured.clean.n == measured.attacked.n == measured.transfer.n == 300
+    assert measured.clean.error_rate == final["clean_error"] and measured.attacked.error_rate == final["attack_error"]
+    assert list(measured.transfer.error.index) == ["tiny", "tiny_large"]
+    # FGSM is deterministic: the diagonal of the transfer matrix is the white-box error measured beside it.
+    assert measured.transfer.error.loc["tiny_large", "tiny_large"] == pytest.approx(measured.attacked.error_rate)
+    assert measured.transfer.clean_error["tiny_large"] == pytest.approx(measured.clean.error_rate)
+    renamed = measured.transfer.renamed({"tiny_large": "large"})
+    assert list(renamed.error.columns) == ["tiny", "large"] and renamed.n == 300
+
+
+def test_measurements_paired_with_other_weights_are_refused(large_run) -> None:
+    import shutil
+
+    longrun.run_piece("tiny", epochs=2, root=large_run, progress=False)
+    longrun.run_piece("tiny_large", epochs=2, root=large_run, progress=False)
+    shutil.rmtree(longrun.run_dir("tiny", root=large_run))  # the partner moved away (to be retrained)
+    with pytest.raises(longrun.LongRunError, match="other weights of 'tiny'"):
+        longrun.measurements("tiny_large", root=large_run)

@@ -358,3 +358,15 @@ def test_a_recipe_note_is_not_part_of_the_cache_key(monkeypatch) -> None:
     monkeypatch.setattr(zoo, "profile_recipe", lambda name, profile=None: dataclasses.replace(
         real(name, profile=profile), lr=0.5))
     assert zoo.cache_key("maxout", profile="smoke") != before
+
+
+def test_a_committed_run_too_large_to_commit_gives_its_measurements_not_a_model(monkeypatch) -> None:
+    from advcore import longrun
+
+    assert zoo.committed_measurements("maxout1600_fgsm_es", profile="smoke") is None  # smoke trains its own
+    assert zoo.committed_measurements("maxout", profile="smoke") is None
+    monkeypatch.setattr(zoo, "committed_run", lambda name, profile=None: longrun.RUNS["maxout1600_fgsm_es"])
+    with pytest.raises(longrun.LongRunError, match=r"zoo.committed_measurements\('maxout1600_fgsm_es'\)"):
+        zoo.get("maxout1600_fgsm_es", profile="cpu")
+    assert zoo.recipe("maxout1600_fgsm_es", profile="cpu") == longrun.recipe("maxout1600_fgsm_es")
+    assert zoo.recipe("maxout1600_fgsm_es", profile="cpu").epochs == longrun.RUNS["maxout1600_fgsm_es"].epochs
