@@ -50,6 +50,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,11 @@ from advcore.attacks import AttackSpec
 from advcore.papers import MADRY_EPS, MADRY_STEP
 from advcore import train as training
 from advcore.profiles import current_profile
-from advcore.results import downloads_committed, fetch_committed, provenance, results_dir
+from advcore.results import Result, downloads_committed, fetch_committed, provenance, results_dir
 
 __all__ = [
-    "EVALUATIONS", "LANDSCAPE", "LongRunError", "Measurements", "RUNS", "Run", "evaluate_run", "history",
-    "landscape_piece", "load_evaluations", "load_landscape", "load_state", "load_weights", "main", "measurements",
+    "EVALUATIONS", "LANDSCAPE", "CommittedLandscape", "LongRunError", "Measurements", "RUNS", "Run", "evaluate_run", "history",
+    "landscape_piece", "landscape_result", "load_evaluations", "load_landscape", "load_state", "load_weights", "main", "measurements",
     "recipe", "run_dir", "run_piece",
 ]
 
@@ -698,6 +699,61 @@ def load_landscape(model_run: str, *, root: str | Path | None = None) -> dict[st
         entry["restarts"] = len(entry["final_losses"])
     return {"settings": manifest["settings"], "images": images, "pieces": manifest["pieces"],
             "model": manifest.get("model")}
+
+
+class CommittedLandscape(Result):
+    """Chapter 8's view of two runs' committed landscapes (:func:`landscape_result`)."""
+
+    def describe(self) -> str:
+        """One line for a figure caption: restarts, steps, precision, devices, CPU time, commits."""
+        return self.data["description"]
+
+
+def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
+                     root: str | Path | None = None) -> CommittedLandscape | None:
+    """The committed landscapes of runs ``plain`` and ``robust`` in the layout of
+    :func:`advcore.experiments.landscape` (models ``"plain"`` and ``"PGD-trained"``).
+
+    Only the test images whose restarts are all committed for both models are included:
+    ``final_losses (2, E, restarts)``, ``traces (2, E, traced, steps + 1)``. ``None`` before the
+    first such image, or (with a warning) when a landscape is of other weights than its run's
+    committed ones (the run trained on since) or a file fails its check.
+    """
+    scapes: dict[str, dict[str, Any]] = {}
+    for label, run in (("plain", plain), ("PGD-trained", robust)):
+        try:
+            scape = load_landscape(run, root=root)
+            if scape is not None and scape["model"]["weights_sha256"] != _committed_weights_sha(run, root=root):
+                raise LongRunError(f"the landscape of run {run!r} is of other weights than its committed ones")
+        except LongRunError as error:
+            warnings.warn(f"Not showing the committed landscapes: {error}", stacklevel=2)
+            return None
+        if scape is None:
+            return None
+        scapes[label] = scape
+    settings = scapes["plain"]["settings"]
+    if scapes["PGD-trained"]["settings"] != settings:
+        warnings.warn("Not showing the committed landscapes: the two runs' were made with other settings.",
+                      stacklevel=2)
+        return None
+    complete = sorted(k for k in scapes["plain"]["images"] if all(
+        k in scape["images"] and scape["images"][k]["restarts"] == settings["restarts"]
+        and scape["images"][k]["traces"] is not None for scape in scapes.values()))
+    if not complete:
+        return None
+    pieces = [piece for scape in scapes.values() for piece in scape["pieces"].values() if piece["image"] in complete]
+    commits = sorted({(piece.get("git_commit") or "unknown")[:7] for piece in pieces})
+    devices = sorted({piece["device"] for piece in pieces})
+    description = (f"{settings['restarts']:,} restarts x {settings['steps']} PGD steps of {settings['step_size']:g} "
+                   f"per image, float32, on {' and '.join(devices)}: {sum(p['cpu_time_s'] for p in pieces) / 3600:.1f} "
+                   f"CPU hours in {len(pieces)} pieces, at commit{'s' * (len(commits) > 1)} {', '.join(commits)}")
+    data = {"models": list(scapes), "zoo_names": [_run(plain).zoo_name, _run(robust).zoo_name], "examples": complete,
+            "labels": [scapes["plain"]["images"][k]["label"] for k in complete], "description": description,
+            "settings": {key: settings[key] for key in ("eps", "step_size", "steps", "restarts", "traced")}}
+    arrays = {what: np.stack([np.stack([scape["images"][k][what] for k in complete]) for scape in scapes.values()])
+              for what in ("final_losses", "traces")}
+    return CommittedLandscape(name="landscape", data=data, arrays=arrays, path=_landscape_dir(plain, root),
+                              provenance={"profile": "long runs", "devices": devices, "commits": commits})
 
 
 # =========================================================================== the paper's evaluation

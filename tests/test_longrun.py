@@ -169,6 +169,44 @@ def test_landscape_pieces_in_any_order_gather_into_one_verified_result(tiny_run)
         longrun.load_landscape("tiny", root=tiny_run)
 
 
+def test_two_runs_complete_landscapes_are_shown_side_by_side_for_chapter_8(tiny_run, monkeypatch) -> None:
+    monkeypatch.setitem(longrun.RUNS, "tiny_robust", longrun.Run("softmax_fgsm", profile="smoke"))
+    settings = {"restarts": 8, "block": 4, "images": 2, "steps": 3, "traced": 2, "step_size": 0.1}
+    for run in ("tiny", "tiny_robust"):
+        longrun.run_piece(run, epochs=2, root=tiny_run, progress=False)
+
+    def piece(run: str, image: int, block: int) -> None:
+        longrun.landscape_piece(run, image=image, block=block, root=tiny_run, settings=settings, progress=False)
+
+    def result():
+        return longrun.landscape_result(plain="tiny", robust="tiny_robust", root=tiny_run)
+
+    for block in (0, 1):
+        piece("tiny", 0, block)
+        piece("tiny", 1, block)
+    assert result() is None  # nothing of the robust model yet
+    piece("tiny_robust", 1, 0)
+    assert result() is None  # image 1 is half done for it
+    piece("tiny_robust", 1, 1)
+    piece("tiny_robust", 0, 1)  # image 0: no traced block 0 yet
+    shown = result()
+    assert shown["models"] == ["plain", "PGD-trained"] and shown["examples"] == [1]
+    assert {"examples", "labels", "settings", "final_losses", "traces"} <= set(shown.keys())  # what chapter 8 reads
+    assert {"steps", "step_size", "eps"} <= set(shown["settings"])
+    assert shown["final_losses"].shape == (2, 1, 8) and shown["traces"].shape == (2, 1, 2, 4)
+    plain, robust = (longrun.load_landscape(run, root=tiny_run)["images"][1] for run in ("tiny", "tiny_robust"))
+    assert (shown["final_losses"][1, 0] == robust["final_losses"]).all()
+    assert (shown["traces"][0, 0] == plain["traces"]).all() and shown["labels"] == [plain["label"]]
+    assert shown.describe().startswith("8 restarts x 3 PGD steps of 0.1 per image, float32")
+    assert "CPU hours in 4 pieces" in shown.describe()
+
+    # a landscape of weights that are no longer the run's committed ones is not shown
+    longrun.run_dir("tiny_robust", root=tiny_run).joinpath("run.json").unlink()
+    longrun.run_piece("tiny_robust", epochs=1, root=tiny_run, progress=False)
+    with pytest.warns(UserWarning, match="other weights"):
+        assert result() is None
+
+
 def test_the_command_line_prints_a_summary_per_piece_and_the_status(tiny_run, capsys) -> None:
     assert longrun.main(["status", "tiny", "--root", str(tiny_run)]) == 0
     assert "no piece committed yet" in capsys.readouterr().out
