@@ -36,6 +36,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from advcore.evaluate import evaluate
 from advcore.landscape import distinct_maxima, pgd_landscape
 from advcore.papers import CIFAR_EPS, MADRY_EPS, MADRY_STEP, number
 from advcore.profiles import Profile, current_profile, default_device
+from advcore.results import Result
 
 __all__ = [
     "CIFAR_EPS",
@@ -60,6 +62,7 @@ __all__ = [
     "landscape",
     "landscape_settings",
     "robust_training",
+    "robust_training_runs",
 ]
 
 CIFAR_EVAL_STEP = 2 / 255  # Madry et al.'s CIFAR-10 evaluation: PGD steps of 2/255
@@ -470,6 +473,79 @@ def robust_training(profile: Profile | str | None = None, *, device: torch.devic
             result[f"{dataset}_{key}"] = array
         result[dataset] = {"available": True, **part}
     return result
+
+
+#: How chapter 9 names the committed long runs' evaluations (``advcore.longrun.EVALUATIONS``):
+#: as the live experiment names the same attacks, so the two tables line up.
+RUN_EVALUATION_NAMES = {"fgsm": "FGSM", "pgd40": "PGD-40 (step 0.01)", "pgd100x20": "PGD-100, 20 restarts (step 0.01)"}
+
+
+def robust_training_runs(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
+                         root: str | Path | None = None) -> Result | None:
+    """Chapter 9's view of the finished long runs ``plain`` and ``robust`` (``results/runs/``), in
+    the layout of :func:`robust_training`'s MNIST part, or ``None`` until both are finished.
+
+    Training curves and per-epoch validation accuracy come from the runs' committed histories;
+    test accuracy from their end-of-run test (clean, 10,000 images) and the committed
+    evaluations (``python -m advcore.longrun evaluate``; an attack evaluated on fewer images
+    says how many in its name). ``describe()`` names the runs, their CPU time, devices,
+    commits and how often a piece resumed with a fresh optimizer.
+    """
+    from advcore import longrun  # longrun builds on the zoo, as this module does: imported when needed
+
+    runs = {"plain": plain, "PGD-trained": robust}
+    states = {}
+    for label, run in runs.items():
+        try:
+            state = longrun.load_state(run, root=root)
+            evaluations = longrun.load_evaluations(run, root=root)
+        except longrun.LongRunError as error:
+            warnings.warn(f"Not showing the committed runs: {error}", stacklevel=2)
+            return None
+        if state is None or state["epochs_done"] < state["epochs_total"]:
+            return None
+        states[label] = (state, evaluations)
+    part: dict[str, Any] = {"available": True, "eps": MADRY_EPS, "models": list(runs), "zoo_names": [
+        longrun.RUNS[run].zoo_name for run in runs.values()]}
+    arrays: dict[str, np.ndarray] = {}
+    rows, epochs, recipes, train_seconds = [], {}, {}, {}
+    for label, run in runs.items():
+        state, evaluations = states[label]
+        rec, history = longrun.recipe(run), longrun.history(run, root=root)
+        devices = sorted({piece["device"] for piece in state["pieces"]})
+        recipes[label] = {"description": f"results/runs/{run}: " + zoo.describe(rec.name, profile=longrun.RUNS[run].profile),
+                          "note": rec.note, "objective": rec.objective_options, "epochs": rec.epochs,
+                          "trained_on": ", ".join(devices)}
+        train_seconds[label] = sum(piece["wall_time_s"] for piece in state["pieces"])
+        epochs[label] = {key: history.epochs[key] for key in
+                         ("epoch", "step", "val_clean_acc", "val_adv_acc", "train_adv_loss", "train_clean_loss",
+                          "seconds")}
+        key = "plain" if label == "plain" else "robust"
+        arrays[f"mnist_{key}_steps"], arrays[f"mnist_{key}_loss"] = _binned(history.steps["loss"])
+        arrays[f"mnist_{key}_clean_loss_steps"], arrays[f"mnist_{key}_clean_loss"] = _binned(history.steps["clean_loss"])
+        final = state["final"]
+        rows.append({"model": label, "attack": "natural", "accuracy": 1 - final["clean_error"]})
+        for which, name in RUN_EVALUATION_NAMES.items():
+            if which in evaluations:
+                measured = evaluations[which]
+                if measured["test_examples"] != final["test_examples"]:
+                    name = f"{name}, {measured['test_examples']:,} images"
+                rows.append({"model": label, "attack": name, "accuracy": 1 - measured["attack_error"]})
+    part.update(accuracy=rows, epochs=epochs, recipes=recipes, train_seconds=train_seconds,
+                test_examples=states["plain"][0]["final"]["test_examples"])
+    pieces = [piece for state, _ in states.values() for piece in state["pieces"]]
+    resumed = sum(1 for state, _ in states.values() for note in state["notes"] if "fresh optimizer" in note)
+    commits = sorted({(piece.get("git_commit") or "unknown")[:7] for piece in pieces})
+    description = (f"long CPU runs `results/runs/{plain}` and `results/runs/{robust}`: "
+                   f"{sum(piece['cpu_time_s'] for piece in pieces) / 3600:.1f} CPU hours in {len(pieces)} pieces on "
+                   f"{' and '.join(sorted({piece['device'] for piece in pieces}))}, float32, "
+                   + (f"at commit {commits[0]}; " if len(commits) == 1 else
+                      f"at {len(commits)} commits ({commits[0]} to {commits[-1]}); ")
+                   + (f"{resumed} piece(s) resumed from the committed weights with a fresh optimizer" if resumed
+                      else "no piece resumed with a fresh optimizer (each continued its predecessor's full checkpoint)"))
+    return Result(name="robust-training", arrays=arrays, path=longrun.run_dir(robust, root=root),
+                  data={"mnist": part, "cifar10": {"available": False, "reason": "The long CPU runs are MNIST only."}},
+                  provenance={"profile": "long runs", "description": description})
 
 
 EXPERIMENTS: dict[str, Experiment] = {

@@ -66,7 +66,7 @@ from advcore.profiles import current_profile
 from advcore.results import Result, downloads_committed, fetch_committed, provenance, results_dir
 
 __all__ = [
-    "EVALUATIONS", "LANDSCAPE", "CommittedLandscape", "LongRunError", "Measurements", "RUNS", "Run", "evaluate_run", "history",
+    "EVALUATIONS", "LANDSCAPE", "LongRunError", "Measurements", "RUNS", "Run", "evaluate_run", "history",
     "landscape_piece", "landscape_result", "load_evaluations", "load_landscape", "load_state", "load_weights", "main", "measurements",
     "recipe", "run_dir", "run_piece",
 ]
@@ -701,16 +701,8 @@ def load_landscape(model_run: str, *, root: str | Path | None = None) -> dict[st
             "model": manifest.get("model")}
 
 
-class CommittedLandscape(Result):
-    """Chapter 8's view of two runs' committed landscapes (:func:`landscape_result`)."""
-
-    def describe(self) -> str:
-        """One line for a figure caption: restarts, steps, precision, devices, CPU time, commits."""
-        return self.data["description"]
-
-
 def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
-                     root: str | Path | None = None) -> CommittedLandscape | None:
+                     root: str | Path | None = None) -> Result | None:
     """The committed landscapes of runs ``plain`` and ``robust`` in the layout of
     :func:`advcore.experiments.landscape` (models ``"plain"`` and ``"PGD-trained"``).
 
@@ -748,12 +740,12 @@ def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
                    f"per image, float32, on {' and '.join(devices)}: {sum(p['cpu_time_s'] for p in pieces) / 3600:.1f} "
                    f"CPU hours in {len(pieces)} pieces, at commit{'s' * (len(commits) > 1)} {', '.join(commits)}")
     data = {"models": list(scapes), "zoo_names": [_run(plain).zoo_name, _run(robust).zoo_name], "examples": complete,
-            "labels": [scapes["plain"]["images"][k]["label"] for k in complete], "description": description,
+            "labels": [scapes["plain"]["images"][k]["label"] for k in complete],
             "settings": {key: settings[key] for key in ("eps", "step_size", "steps", "restarts", "traced")}}
     arrays = {what: np.stack([np.stack([scape["images"][k][what] for k in complete]) for scape in scapes.values()])
               for what in ("final_losses", "traces")}
-    return CommittedLandscape(name="landscape", data=data, arrays=arrays, path=_landscape_dir(plain, root),
-                              provenance={"profile": "long runs", "devices": devices, "commits": commits})
+    return Result(name="landscape", data=data, arrays=arrays, path=_landscape_dir(plain, root),
+                  provenance={"profile": "long runs", "description": description})
 
 
 # =========================================================================== the paper's evaluation
@@ -764,6 +756,7 @@ def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
 #: MNIST test images we run each (the paper: all 10,000; PGD-100 x 20 on 1,000 images is about
 #: 2 million gradient steps, estimated at 45 minutes of one AVX2 core).
 EVALUATIONS: dict[str, tuple[AttackSpec, int]] = {
+    "fgsm": (AttackSpec("fgsm", MADRY_EPS), 10_000),
     "pgd40": (AttackSpec("pgd", MADRY_EPS, MADRY_STEP, 40), 10_000),
     "pgd100x20": (AttackSpec("pgd", MADRY_EPS, MADRY_STEP, 100, restarts=20), 1_000),
 }

@@ -298,8 +298,11 @@ class Result:
         return self.provenance.get("profile", "?")
 
     def describe(self) -> str:
-        """One line for a figure caption: profile, device, date, wall time, commit."""
+        """One line for a figure caption: profile, device, date, wall time, commit (or the provenance's
+        own ``description``, for a result gathered from other committed files, e.g. the long runs)."""
         p = self.provenance
+        if "description" in p:
+            return p["description"]
         minutes = p.get("wall_time_s", float("nan")) / 60
         commit = (p.get("git_commit") or "unknown commit")[:12]
         return (f"`{p.get('profile', '?')}` profile on {p.get('device', 'an unknown device')}, "

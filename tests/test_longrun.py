@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -205,6 +206,39 @@ def test_two_runs_complete_landscapes_are_shown_side_by_side_for_chapter_8(tiny_
     longrun.run_piece("tiny_robust", epochs=1, root=tiny_run, progress=False)
     with pytest.warns(UserWarning, match="other weights"):
         assert result() is None
+
+
+def test_two_finished_runs_are_shown_in_chapter_9s_layout_with_their_evaluations(tiny_run, monkeypatch) -> None:
+    from advcore import experiments
+
+    monkeypatch.setitem(longrun.RUNS, "tiny_robust", longrun.Run("softmax_fgsm", profile="smoke"))
+    spec, _ = longrun.EVALUATIONS["pgd40"]
+    monkeypatch.setitem(longrun.EVALUATIONS, "pgd40", (spec, 50))  # 50 test images: a second
+
+    def shown():
+        return experiments.robust_training_runs(plain="tiny", robust="tiny_robust", root=tiny_run)
+
+    longrun.run_piece("tiny", epochs=2, root=tiny_run, progress=False)
+    longrun.run_piece("tiny_robust", epochs=1, root=tiny_run, progress=False)
+    assert shown() is None  # the robust run is not finished
+    longrun.run_piece("tiny_robust", epochs=1, root=tiny_run, progress=False)
+    for run in ("tiny", "tiny_robust"):
+        longrun.evaluate_run(run, "pgd40", root=tiny_run, progress=False)
+    result = shown()
+    mnist = result["mnist"]
+    assert mnist["models"] == ["plain", "PGD-trained"] and not result["cifar10"]["available"]
+    accuracy = {(row["model"], row["attack"]): row["accuracy"] for row in mnist["accuracy"]}
+    robust_state = longrun.load_state("tiny_robust", root=tiny_run)
+    assert accuracy[("PGD-trained", "natural")] == 1 - robust_state["final"]["clean_error"]
+    evaluated = longrun.load_evaluations("tiny_robust", root=tiny_run)["pgd40"]
+    assert accuracy[("PGD-trained", "PGD-40 (step 0.01), 50 images")] == 1 - evaluated["attack_error"]
+    assert len(accuracy) == 4  # natural and PGD-40 per model; no FGSM or PGD-100 evaluation committed
+    history = longrun.history("tiny_robust", root=tiny_run)
+    assert mnist["epochs"]["PGD-trained"]["val_adv_acc"] == history.epochs["val_adv_acc"]
+    steps, loss = result["mnist_robust_steps"], result["mnist_robust_loss"]
+    assert len(steps) == len(loss) and loss.mean() == pytest.approx(np.mean(history.steps["loss"]), rel=1e-3)
+    assert "results/runs/tiny_robust" in result.describe() and "in 3 pieces" in result.describe()
+    assert "no piece resumed with a fresh optimizer" in result.describe()
 
 
 def test_the_command_line_prints_a_summary_per_piece_and_the_status(tiny_run, capsys) -> None:
