@@ -88,6 +88,10 @@ class Run:
     # Whether the cpu/gpu profiles' zoo.get loads the finished run instead of training the entry.
     # Off for Part II's CNNs until chapters 7-11 describe a committed model (they speak of short runs).
     replaces_zoo_entry: bool = True
+    # The zoo entry the finished run replaces (None: its own, zoo_name): a run of another recipe
+    # can stand in for an entry the chapters use (cnn_pgd_fast for cnn_pgd). A run that replaces an
+    # entry is registered in RUNS under its zoo_name.
+    zoo_entry: str | None = None
     # The epochs this run trains instead of the profile's (None: the profile's): what a CPU
     # affords where the profile's count does not fit (part of the recipe, hence of the key).
     epochs: int | None = None
@@ -108,7 +112,7 @@ RUNS: dict[str, Run] = {
     "cnn_pgd": Run("cnn_pgd", replaces_zoo_entry=False),
     # What a CPU can afford (Madry et al.'s schedule is ~90 CPU hours here): PGD-40 training after
     # a warm start of one-step FGSM training (Wong et al. 2020); see advcore.zoo._cnn_fast_start.
-    "cnn_pgd_fast": Run("cnn_pgd_fast", replaces_zoo_entry=False),
+    "cnn_pgd_fast": Run("cnn_pgd_fast", replaces_zoo_entry=False, zoo_entry="cnn_pgd"),
     # Part I (Goodfellow et al. 2015): the maxout networks' paper-scale recipe (the gpu profile's:
     # SGD with momentum, max-norm, dropout, 200 epochs; see advcore.zoo._maxout), softmax regression
     # and the sigmoid / ReLU networks of the hidden-layer experiment (Adam, 55,000 images).

@@ -359,11 +359,12 @@ def recipe(name: str, *, profile: Profile | str | None = None) -> Recipe:
     """
     prof = current_profile(profile)
     own = profile_recipe(name, profile=prof)
-    if committed_run(name, profile=prof) is None:
+    run = committed_run(name, profile=prof)
+    if run is None:
         return own
     from advcore import longrun
 
-    return longrun.recipe(name)
+    return longrun.recipe(run.zoo_name)
 
 
 def committed_run(name: str, *, profile: Profile | str | None = None) -> "longrun.Run | None":
@@ -371,21 +372,27 @@ def committed_run(name: str, *, profile: Profile | str | None = None) -> "longru
 
     The ``cpu`` and ``gpu`` profiles load a finished committed run instead of training the
     entry (``Profile.committed_runs``); the ``smoke`` profile always trains its tiny models.
-    A run that is unfinished, or whose files fail their checks (with a warning), is not used.
+    The run is the entry's own or one that stands in for it (``Run.zoo_entry``: e.g. a
+    recipe a CPU can afford for an entry the chapters use). A run that is unfinished, or
+    whose files fail their checks (with a warning), is not used.
     """
     from advcore import longrun  # longrun builds on the zoo's recipes: imported when needed
 
     prof = current_profile(profile)
-    run = longrun.RUNS.get(name)
-    if not prof.committed_runs or run is None or run.zoo_name != name or not run.replaces_zoo_entry:
+    if not prof.committed_runs:
         return None
-    try:
-        state = longrun.load_state(name)
-    except longrun.LongRunError as error:
-        warnings.warn(f"Not using the committed run of {name!r}: {error} Training the {prof.name} profile's "
-                      "recipe instead.", stacklevel=3)
-        return None
-    return run if state is not None and state["epochs_done"] >= state["epochs_total"] else None
+    for run_name, run in longrun.RUNS.items():
+        if not (run.replaces_zoo_entry and run_name == run.zoo_name and name in (run.zoo_name, run.zoo_entry)):
+            continue
+        try:
+            state = longrun.load_state(run_name)
+        except longrun.LongRunError as error:
+            warnings.warn(f"Not using the committed run of {name!r} (results/runs/{run_name}): {error} Training the "
+                          f"{prof.name} profile's recipe instead.", stacklevel=3)
+            continue
+        if state is not None and state["epochs_done"] >= state["epochs_total"]:
+            return run
+    return None
 
 
 def cache_key(name: str, *, profile: Profile | str | None = None) -> str:
@@ -451,7 +458,7 @@ def describe(name: str, *, profile: Profile | str | None = None) -> str:
     stopping = ", early stopping on adversarial validation error" if rec.early_stopping else ""
     seed = f", seed {rec.seed}" if rec.seed else ""
     run = committed_run(name, profile=prof)
-    committed = f"; the paper-scale run committed in results/runs/{name}" if run is not None else ""
+    committed = f"; the paper-scale run committed in results/runs/{run.zoo_name}" if run is not None else ""
     architecture = ARCHITECTURES[rec.architecture].describe(rec.architecture_options)
     return (f"{name}: {architecture}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}, "
             f"{rec.epochs} epochs of batch {rec.batch_size}{stopping}; {data_text}{seed}{committed} "
@@ -473,7 +480,8 @@ def training_text(name: str, *, profile: Profile | str | None = None) -> str:
         extras = (["step decay"] if rec.lr_milestones else []) + (
             [f"max-norm {rec.architecture_options['max_norm']:g}"] if rec.architecture_options.get("max_norm") else [])
         optimizer = "SGD with momentum" + (", " + " and ".join(extras) if extras else "")
-    origin = (f"the paper-scale run committed in `results/runs/{name}`" if committed_run(name, profile=prof) is not None
+    run = committed_run(name, profile=prof)
+    origin = (f"the paper-scale run committed in `results/runs/{run.zoo_name}`" if run is not None
               else f"the `{prof.name}` profile's recipe")
     epochs = f"{rec.epochs} epoch" + ("s" if rec.epochs != 1 else "")
     return f"{_training_images_text(rec)} for {epochs} with {optimizer} ({origin})"
@@ -740,14 +748,15 @@ def get(name: str, *, profile: Profile | str | None = None, device: str | torch.
     """
     prof = current_profile(profile)
     device = device if device is not None else default_device()
-    if committed_run(name, profile=prof) is not None:
+    run = committed_run(name, profile=prof)
+    if run is not None:
         from advcore import longrun
 
-        if not longrun.RUNS[name].commits_weights:
+        if not run.commits_weights:
             raise longrun.LongRunError(
                 f"The paper-scale run of {name!r} committed what it measured, not its weights (too large to "
                 f"commit): use zoo.committed_measurements({name!r}), or the smoke profile, which trains a small one.")
-        return longrun.load_weights(name, device=device)
+        return longrun.load_weights(run.zoo_name, device=device)
     folder = ensure(name, profile=prof)
     model = build_model(profile_recipe(name, profile=prof))
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
@@ -766,15 +775,16 @@ def committed_measurements(name: str, *, profile: Profile | str | None = None) -
         return None
     from advcore import longrun
 
-    return longrun.measurements(name)
+    return longrun.measurements(run.zoo_name)
 
 
 def history(name: str, *, profile: Profile | str | None = None) -> training.History:
     """The training :class:`~advcore.train.History` of the model :func:`get` returns (trains it if needed)."""
-    if committed_run(name, profile=profile) is not None:
+    run = committed_run(name, profile=profile)
+    if run is not None:
         from advcore import longrun
 
-        return longrun.history(name)
+        return longrun.history(run.zoo_name)
     folder = ensure(name, profile=profile)
     return training.History.from_json((folder / "history.json").read_text())
 
@@ -785,10 +795,11 @@ def manifest(name: str, *, profile: Profile | str | None = None) -> dict[str, An
     For a committed paper-scale run: its ``run.json`` (verified), with ``train_seconds`` (all
     pieces' wall time) and ``trained_on`` (the pieces' devices) added.
     """
-    if committed_run(name, profile=profile) is not None:
+    run = committed_run(name, profile=profile)
+    if run is not None:
         from advcore import longrun
 
-        state = longrun.load_state(name)
+        state = longrun.load_state(run.zoo_name)
         return {**state, "train_seconds": sum(piece["wall_time_s"] for piece in state["pieces"]),
                 "trained_on": ", ".join(sorted({piece["device"] for piece in state["pieces"]}))}
     folder = ensure(name, profile=profile)

@@ -370,3 +370,20 @@ def test_a_committed_run_too_large_to_commit_gives_its_measurements_not_a_model(
         zoo.get("maxout1600_fgsm_es", profile="cpu")
     assert zoo.recipe("maxout1600_fgsm_es", profile="cpu") == longrun.recipe("maxout1600_fgsm_es")
     assert zoo.recipe("maxout1600_fgsm_es", profile="cpu").epochs == longrun.RUNS["maxout1600_fgsm_es"].epochs
+
+
+def test_a_finished_run_of_another_recipe_can_stand_in_for_an_entry(committed_softmax, monkeypatch) -> None:
+    from advcore import longrun
+
+    monkeypatch.delitem(longrun.RUNS, "softmax")
+    monkeypatch.setitem(longrun.RUNS, "softmax_fgsm", longrun.Run("softmax_fgsm", profile="smoke", zoo_entry="softmax"))
+    assert zoo.committed_run("softmax", profile=committed_softmax) is None  # not finished yet: the entry trains
+    longrun.run_piece("softmax_fgsm", epochs=2, progress=False)
+    stand_in = longrun.load_weights("softmax_fgsm")
+    for name in ("softmax", "softmax_fgsm"):  # the entry it stands in for, and its own
+        model = zoo.get(name, profile=committed_softmax, device="cpu")
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), stand_in.state_dict().values()))
+        assert zoo.recipe(name, profile=committed_softmax) == longrun.recipe("softmax_fgsm")
+        assert "results/runs/softmax_fgsm" in zoo.describe(name, profile=committed_softmax)
+        assert zoo.history(name, profile=committed_softmax).epochs["epoch"] == [1, 2]
+    assert zoo.committed_run("softmax", profile=committed_softmax.replace(committed_runs=False)) is None
