@@ -513,16 +513,17 @@ def robust_training_runs(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
         state, evaluations = states[label]
         rec, history = longrun.recipe(run), longrun.history(run, root=root)
         devices = sorted({piece["device"] for piece in state["pieces"]})
-        recipes[label] = {"description": f"results/runs/{run}: " + zoo.describe(rec.name, profile=longrun.RUNS[run].profile),
-                          "note": rec.note, "objective": rec.objective_options, "epochs": rec.epochs,
-                          "trained_on": ", ".join(devices)}
+        described = zoo.describe(rec.name, profile=longrun.RUNS[run].profile)
+        recipes[label] = {"description": f"results/runs/{run}: {described}", "note": rec.note,
+                          "objective": rec.objective_options, "epochs": rec.epochs, "trained_on": ", ".join(devices)}
         train_seconds[label] = sum(piece["wall_time_s"] for piece in state["pieces"])
         epochs[label] = {key: history.epochs[key] for key in
                          ("epoch", "step", "val_clean_acc", "val_adv_acc", "train_adv_loss", "train_clean_loss",
                           "seconds")}
         key = "plain" if label == "plain" else "robust"
         arrays[f"mnist_{key}_steps"], arrays[f"mnist_{key}_loss"] = _binned(history.steps["loss"])
-        arrays[f"mnist_{key}_clean_loss_steps"], arrays[f"mnist_{key}_clean_loss"] = _binned(history.steps["clean_loss"])
+        clean_loss = _binned(history.steps["clean_loss"])
+        arrays[f"mnist_{key}_clean_loss_steps"], arrays[f"mnist_{key}_clean_loss"] = clean_loss
         final = state["final"]
         rows.append({"model": label, "attack": "natural", "accuracy": 1 - final["clean_error"]})
         for which, name in RUN_EVALUATION_NAMES.items():
@@ -542,7 +543,8 @@ def robust_training_runs(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
                    + (f"at commit {commits[0]}; " if len(commits) == 1 else
                       f"at {len(commits)} commits ({commits[0]} to {commits[-1]}); ")
                    + (f"{resumed} piece(s) resumed from the committed weights with a fresh optimizer" if resumed
-                      else "no piece resumed with a fresh optimizer (each continued its predecessor's full checkpoint)"))
+                      else "no piece resumed with a fresh optimizer (each continued from its predecessor's full "
+                      "checkpoint)"))
     return Result(name="robust-training", arrays=arrays, path=longrun.run_dir(robust, root=root),
                   data={"mnist": part, "cifar10": {"available": False, "reason": "The long CPU runs are MNIST only."}},
                   provenance={"profile": "long runs", "description": description})

@@ -67,8 +67,8 @@ from advcore.results import Result, downloads_committed, fetch_committed, proven
 
 __all__ = [
     "EVALUATIONS", "LANDSCAPE", "LongRunError", "Measurements", "RUNS", "Run", "evaluate_run", "history",
-    "landscape_piece", "landscape_result", "load_evaluations", "load_landscape", "load_state", "load_weights", "main", "measurements",
-    "recipe", "run_dir", "run_piece",
+    "landscape_piece", "landscape_result", "load_evaluations", "load_landscape", "load_state", "load_weights",
+    "main", "measurements", "recipe", "run_dir", "run_piece",
 ]
 
 FORMAT = 1
