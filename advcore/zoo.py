@@ -460,7 +460,9 @@ def describe(name: str, *, profile: Profile | str | None = None) -> str:
     run = committed_run(name, profile=prof)
     committed = f"; the paper-scale run committed in results/runs/{run.zoo_name}" if run is not None else ""
     architecture = ARCHITECTURES[rec.architecture].describe(rec.architecture_options)
-    return (f"{name}: {architecture}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}, "
+    decay = (" divided by 10 at " + " and ".join(f"{m:.0%}" for m in rec.lr_milestones) + " of training"
+             if rec.lr_milestones else "")
+    return (f"{name}: {architecture}; {_objective_text(rec)}; {rec.optimizer} lr {rec.lr:g}{decay}, "
             f"{rec.epochs} epochs of batch {rec.batch_size}{stopping}; {data_text}{seed}{committed} "
             f"[{prof.name} profile]")
 
@@ -475,7 +477,7 @@ def training_text(name: str, *, profile: Profile | str | None = None) -> str:
     prof = current_profile(profile)
     rec = recipe(name, profile=prof)
     if rec.optimizer == "adam":
-        optimizer = "Adam"
+        optimizer = "Adam" + (" with step decay" if rec.lr_milestones else "")
     else:
         extras = (["step decay"] if rec.lr_milestones else []) + (
             [f"max-norm {rec.architecture_options['max_norm']:g}"] if rec.architecture_options.get("max_norm") else [])
