@@ -538,7 +538,8 @@ def robust_training_runs(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
     resumed = sum(1 for state, _ in states.values() for note in state["notes"] if "fresh optimizer" in note)
     commits = sorted({(piece.get("git_commit") or "unknown")[:7] for piece in pieces})
     description = (f"long CPU runs `results/runs/{plain}` and `results/runs/{robust}`: "
-                   f"{sum(piece['cpu_time_s'] for piece in pieces) / 3600:.1f} CPU hours in {len(pieces)} pieces on "
+                   f"{sum(piece['cpu_time_s'] for piece in pieces) / 3600:.1f} CPU hours "
+                   f"({sum(piece['wall_time_s'] for piece in pieces) / 3600:.1f} h wall time) in {len(pieces)} pieces on "
                    f"{' and '.join(sorted({piece['device'] for piece in pieces}))}, float32, "
                    + (f"at commit {commits[0]}; " if len(commits) == 1 else
                       f"at {len(commits)} commits ({commits[0]} to {commits[-1]}); ")

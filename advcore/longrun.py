@@ -742,7 +742,8 @@ def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
     devices = sorted({piece["device"] for piece in pieces})
     description = (f"{settings['restarts']:,} restarts x {settings['steps']} PGD steps of {settings['step_size']:g} "
                    f"per image, float32, on {' and '.join(devices)}: {sum(p['cpu_time_s'] for p in pieces) / 3600:.1f} "
-                   f"CPU hours in {len(pieces)} pieces, at commit{'s' * (len(commits) > 1)} {', '.join(commits)}")
+                   f"CPU hours ({sum(p['wall_time_s'] for p in pieces) / 3600:.1f} h wall time) in {len(pieces)} "
+                   f"pieces, at commit{'s' * (len(commits) > 1)} {', '.join(commits)}")
     data = {"models": list(scapes), "zoo_names": [_run(plain).zoo_name, _run(robust).zoo_name], "examples": complete,
             "labels": [scapes["plain"]["images"][k]["label"] for k in complete],
             "settings": {key: settings[key] for key in ("eps", "step_size", "steps", "restarts", "traced")}}

@@ -199,7 +199,7 @@ def test_two_runs_complete_landscapes_are_shown_side_by_side_for_chapter_8(tiny_
     assert (shown["final_losses"][1, 0] == robust["final_losses"]).all()
     assert (shown["traces"][0, 0] == plain["traces"]).all() and shown["labels"] == [plain["label"]]
     assert shown.describe().startswith("8 restarts x 3 PGD steps of 0.1 per image, float32")
-    assert "CPU hours in 4 pieces" in shown.describe()
+    assert "h wall time) in 4 pieces" in shown.describe()
 
     # a landscape of weights that are no longer the run's committed ones is not shown
     longrun.run_dir("tiny_robust", root=tiny_run).joinpath("run.json").unlink()
@@ -237,7 +237,7 @@ def test_two_finished_runs_are_shown_in_chapter_9s_layout_with_their_evaluations
     assert mnist["epochs"]["PGD-trained"]["val_adv_acc"] == history.epochs["val_adv_acc"]
     steps, loss = result["mnist_robust_steps"], result["mnist_robust_loss"]
     assert len(steps) == len(loss) and loss.mean() == pytest.approx(np.mean(history.steps["loss"]), rel=1e-3)
-    assert "results/runs/tiny_robust" in result.describe() and "in 3 pieces" in result.describe()
+    assert "results/runs/tiny_robust" in result.describe() and "h wall time) in 3 pieces" in result.describe()
     assert "no piece resumed with a fresh optimizer" in result.describe()
 
 
