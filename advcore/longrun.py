@@ -53,7 +53,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -64,6 +64,9 @@ from advcore.papers import MADRY_EPS, MADRY_STEP
 from advcore import train as training
 from advcore.profiles import current_profile
 from advcore.results import Result, downloads_committed, fetch_committed, provenance, results_dir
+
+if TYPE_CHECKING:
+    from advcore.evaluate import EvalResult, TransferResult
 
 __all__ = [
     "EVALUATIONS", "LANDSCAPE", "LongRunError", "Measurements", "RUNS", "Run", "evaluate_run", "history",
@@ -428,13 +431,18 @@ def _final_test(name: str, rec: zoo.Recipe, checkpoint: Path, *, best_epoch: int
     return summary, {filename: content}
 
 
+def _weights_sha256(state: dict[str, Any]) -> str:
+    """The SHA-256 of the weights a run's ``run.json`` (``state``) names."""
+    return state["files"][_weights_file(state)]
+
+
 def _committed_weights_sha(name: str, *, root: str | Path | None = None) -> str | None:
     """The SHA-256 of run ``name``'s committed weights (``None`` before its first piece)."""
     state = load_state(name, root=root)
-    return None if state is None else state["files"][_weights_file(state)]
+    return None if state is None else _weights_sha256(state)
 
 
-def _measurements_npz(clean: Any, attacked: Any, transfer: Any) -> bytes:
+def _measurements_npz(clean: EvalResult, attacked: EvalResult, transfer: TransferResult) -> bytes:
     """Per-example predictions of the clean and attacked test images and the transfer tables, as an NPZ."""
     arrays: dict[str, np.ndarray] = {}
     for what, result in (("clean", clean), ("attacked", attacked)):
@@ -461,9 +469,9 @@ class Measurements:
     (rows and columns named by run).
     """
 
-    clean: Any  # advcore.evaluate.EvalResult
-    attacked: Any  # advcore.evaluate.EvalResult
-    transfer: Any  # advcore.evaluate.TransferResult
+    clean: EvalResult
+    attacked: EvalResult
+    transfer: TransferResult
     attack: str
 
 
@@ -640,7 +648,7 @@ def landscape_piece(model_run: str, *, image: int, block: int, root: str | Path 
     filename = f"img{image}-block{block:03d}.npz"
     storage.atomic_write_bytes(folder / filename, buffer.getvalue())
     run_state = load_state(model_run, root=root)
-    weights_sha256 = run_state["files"][_weights_file(run_state)]
+    weights_sha256 = _weights_sha256(run_state)
     manifest = _landscape_manifest(folder, settings)
     if manifest.setdefault("model", {"run": model_run, "weights_sha256": weights_sha256})["weights_sha256"] != weights_sha256:
         raise LongRunError(
@@ -729,7 +737,8 @@ def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
         scapes[label] = scape
     settings = scapes["plain"]["settings"]
     if scapes["PGD-trained"]["settings"] != settings:
-        warnings.warn("Not showing the committed landscapes: the two runs' were made with other settings.",
+        warnings.warn("Not showing the committed landscapes: the two runs' landscapes were made with different "
+                      "settings.",
                       stacklevel=2)
         return None
     complete = sorted(k for k in scapes["plain"]["images"] if all(
@@ -788,7 +797,7 @@ def load_evaluations(name: str, *, root: str | Path | None = None) -> dict[str, 
     except (ValueError, KeyError, TypeError) as error:
         raise LongRunError(f"{path} is unreadable or damaged ({error}); restore it from git.") from error
     state = load_state(name, root=root)
-    if state is None or weights_sha256 != state["files"][_weights_file(state)]:
+    if state is None or weights_sha256 != _weights_sha256(state):
         raise LongRunError(f"{path} evaluates other weights than run {name!r}'s committed ones; "
                            "move it away and evaluate again.")
     return results
@@ -818,7 +827,7 @@ def evaluate_run(name: str, which: str, *, root: str | Path | None = None, progr
               "wall_time_s": round(wall, 1), "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
               **{k: v for k, v in provenance(profile=_run(name).profile, wall_time_s=wall).items()
                  if k in ("device", "torch", "git_commit", "created_utc")}}
-    record = {"format": FORMAT, "model": {"run": name, "weights_sha256": state["files"][_weights_file(state)]},
+    record = {"format": FORMAT, "model": {"run": name, "weights_sha256": _weights_sha256(state)},
               "results": {**earlier, which: result}}
     storage.atomic_write_bytes(_evaluations_path(name, root), json.dumps(storage.seal(record), indent=1).encode())
     return result
