@@ -357,10 +357,15 @@ def _finish(context, target, *args, out: Path) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def _kill(context, target, *args, after_s: float) -> None:
-    """Start ``target(*args, out)`` in a child and SIGKILL it ``after_s`` seconds later."""
+def _kill(context, target, *args, after_s: float, once: Callable[[], bool] | None = None) -> None:
+    """Start ``target(*args, out)`` in a child and SIGKILL it ``after_s`` seconds later, counted
+    from when ``once()`` first holds if given (polled; a busy machine stretches a run, so a kill
+    timed from its start alone can land before or after all of it)."""
     process = context.Process(target=target, args=(*args, os.devnull))
     process.start()
+    deadline = time.monotonic() + 120
+    while once is not None and not once() and process.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.002)
     time.sleep(after_s)
     process.kill()  # SIGKILL: no handler, no finally block, no flush
     process.join(timeout=60)
@@ -375,7 +380,11 @@ def test_a_killed_training_run_resumes_to_the_uninterrupted_result(tmp_path, for
     rng, killed_after = random.Random(15), []
     for trial in range(3):
         ckpt = tmp_path / f"run{trial}.ckpt"
-        _kill(forkserver, training_run, str(ckpt), after_s=rng.uniform(0.1, 0.9) * reference["seconds"])
+        if trial < 2:  # at any instant of the run
+            _kill(forkserver, training_run, str(ckpt), after_s=rng.uniform(0.1, 0.9) * reference["seconds"])
+        else:  # within an epoch after the first checkpoint
+            _kill(forkserver, training_run, str(ckpt), once=ckpt.exists,
+                  after_s=rng.uniform(0, 1) * reference["seconds"] / EPOCHS)
         killed_after.append(training.load_checkpoint(ckpt)["epoch"] if ckpt.exists() else 0)
         resumed = _finish(forkserver, training_run, str(ckpt), out=tmp_path / f"resumed{trial}.json")
         assert resumed["weights"] == reference["weights"], f"trial {trial}"
@@ -396,7 +405,11 @@ def test_a_killed_experiment_resumes_to_the_uninterrupted_result(tmp_path, forks
     for trial in range(3):
         root, cache = tmp_path / f"results{trial}", tmp_path / f"cache{trial}"
         pieces = cache / "experiments" / "smoke" / "kill-test"
-        _kill(forkserver, experiment_run, str(root), str(cache), after_s=rng.uniform(0.05, 1.0) * timing["seconds"])
+        if trial < 2:  # at any instant of the run
+            _kill(forkserver, experiment_run, str(root), str(cache), after_s=rng.uniform(0.05, 1.0) * timing["seconds"])
+        else:  # within a piece after half of them are cached
+            _kill(forkserver, experiment_run, str(root), str(cache), once=lambda: len(list(pieces.glob("*.pt"))) >= PIECES // 2,
+                  after_s=rng.uniform(0, 1) * timing["seconds"] / PIECES)
         killed_after.append(len(list(pieces.glob("*.pt"))))
         partial = load_result("kill-test", profile="smoke", root=root)  # none, or a complete one
         assert partial is None or np.array_equal(partial["values"], reference["values"])
