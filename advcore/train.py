@@ -172,6 +172,12 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
 
 
+def _check_adversary_mode(mode: str) -> None:
+    if mode not in ("eval", "train"):
+        raise ValueError(f"adversary_mode must be 'eval' (the adversary sees the eval-mode network, as an "
+                         f"attack does) or 'train' (the network as it trains, dropout on), got {mode!r}.")
+
+
 def _check_eps(eps: float, name: str = "eps") -> None:
     """A finite ``eps >= 0``; ``eps > 1`` warns (probably meant on the 0..255 scale)."""
     checks.check_number(eps, name, minimum=0.0)
@@ -270,15 +276,27 @@ class NoiseObjective(_MixObjective):
         return FGSMAttack(self.eps)
 
 
-def differentiable_input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+AdversaryMode = Literal["eval", "train"]
+
+
+def differentiable_input_gradient(model: nn.Module, x: Tensor, y: Tensor, *,
+                                  mode: AdversaryMode = "eval") -> Tensor:
     """``grad_x J(model(x), y)`` (summed cross-entropy) as a function of the parameters.
 
     Unlike :func:`advcore.attacks.input_gradient` the result keeps its graph (``create_graph=True``), so a
     loss computed from it can be differentiated with respect to the parameters (double
-    backpropagation). The model is in eval mode for this forward pass (dropout off), as in
-    every attack; its mode is restored afterwards. Shape: ``x.shape``.
+    backpropagation). ``mode="eval"``: the forward pass is in eval mode (dropout off), as in
+    every attack, and the model's modes are restored afterwards. ``mode="train"``: in the mode
+    the model is in, i.e. the training pass's (dropout on, a fresh mask). Why it matters: the
+    training loss never scores the eval-mode network's predictions, only its gradient, so
+    with ``"eval"`` the optimizer may bend the eval-mode network (the one that is tested) to
+    steer the adversary. Measured at the paper-scale SGD recipe (rotation control, dropout
+    maxout network): validation accuracy 92% after one epoch, 32% after four, when the test
+    images scored 28% in eval mode and 93% in train mode; with ``"train"``, 97-98% over the
+    same epochs. Shape: ``x.shape``.
     """
-    with attacks.eval_mode(model), torch.enable_grad():
+    _check_adversary_mode(mode)
+    with (attacks.eval_mode(model) if mode == "eval" else contextlib.nullcontext()), torch.enable_grad():
         x = x.detach().requires_grad_(True)
         loss = F.cross_entropy(model(x), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x, create_graph=True)
@@ -325,16 +343,18 @@ class RotationObjective(_MixObjective):
     degrees: float = 15.0
     alpha: float = 0.5
     monitor_eps: float = 0.25  # only for the history's adversarial columns
+    adversary_mode: AdversaryMode = "eval"  # see differentiable_input_gradient
     name = "rotation"
     differentiable = True
 
     def __post_init__(self) -> None:
         _check_alpha(self.alpha)
+        _check_adversary_mode(self.adversary_mode)
         if checks.check_number(self.degrees, "degrees", minimum=0.0) > 90:
             raise ValueError(f"degrees must be in [0, 90] (a small angle), got {self.degrees}.")
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        return rotate_towards(x, differentiable_input_gradient(model, x, y), self.degrees)
+        return rotate_towards(x, differentiable_input_gradient(model, x, y, mode=self.adversary_mode), self.degrees)
 
     def monitor(self) -> MonitorAttack:
         return FGSMAttack(self.monitor_eps)
@@ -359,15 +379,17 @@ class ScaledGradientObjective(_MixObjective):
 
     eps: float = 0.25
     alpha: float = 0.5
+    adversary_mode: AdversaryMode = "eval"  # see differentiable_input_gradient
     name = "scaled_gradient"
     differentiable = True
 
     def __post_init__(self) -> None:
         _check_eps(self.eps)
         _check_alpha(self.alpha)
+        _check_adversary_mode(self.adversary_mode)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        return scaled_gradient_step(x, differentiable_input_gradient(model, x, y), self.eps)
+        return scaled_gradient_step(x, differentiable_input_gradient(model, x, y, mode=self.adversary_mode), self.eps)
 
     def monitor(self) -> MonitorAttack:
         return FGSMAttack(self.eps)

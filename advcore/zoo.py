@@ -148,7 +148,11 @@ def _maxout_optimizer(profile: Profile, *, epochs: int) -> dict[str, Any]:
 
 
 _SMOOTH_NOTE = (" Differentiable adversary (Goodfellow et al. 2015, Sec. 6): the loss is differentiated "
-                "through the perturbation's construction; the paper gives no size, {size} is our choice.")
+                "through the perturbation's construction; the paper gives no size, {size} is our choice. "
+                "The adversary's gradient is the training network's (dropout on), not the eval-mode "
+                "network's as in an attack: with the eval-mode gradient, the paper-scale SGD recipe bent the "
+                "eval-mode network to steer the adversary (its validation accuracy fell from 92% to 32% in "
+                "four epochs).")
 
 
 def _maxout(profile: Profile, name: str, objective: str, options: dict[str, Any], *, seed: int = 0,
@@ -270,11 +274,11 @@ def _part_one_recipes(profile: Profile) -> dict[str, Callable[[], Recipe]]:
         "maxout_noise_sign": lambda: _maxout(profile, "maxout_noise_sign", "noise", {**fgsm, "distribution": "sign"}),
         "maxout_rotation": lambda: _maxout(
             profile, "maxout_rotation", "rotation",
-            {"degrees": ROTATION_DEGREES, "alpha": ALPHA, "monitor_eps": MNIST_EPS},
+            {"degrees": ROTATION_DEGREES, "alpha": ALPHA, "monitor_eps": MNIST_EPS, "adversary_mode": "train"},
             note=" Each image, as a vector, is rotated towards its input gradient."
             + _SMOOTH_NOTE.format(size=f"the angle {ROTATION_DEGREES:g} degrees")),
         "maxout_scaledgrad": lambda: _maxout(
-            profile, "maxout_scaledgrad", "scaled_gradient", fgsm,
+            profile, "maxout_scaledgrad", "scaled_gradient", {**fgsm, "adversary_mode": "train"},
             note=_SMOOTH_NOTE.format(size="the scale (largest pixel change = eps)")),
         "maxout_seed1": lambda: _maxout(profile, "maxout_seed1", "standard", {}, seed=1),
         "sigmoid_mlp": lambda: _mlp(profile, "sigmoid_mlp", "sigmoid", "standard", {}),
@@ -421,6 +425,11 @@ def entry_dir(name: str, *, profile: Profile | str | None = None) -> Path:
 # =========================================================================== descriptions
 
 
+def _adversary_text(options: dict[str, Any]) -> str:
+    """Which network a differentiable adversary's gradient comes from (advcore.train.differentiable_input_gradient)."""
+    return ", gradient of the training network" if options.get("adversary_mode") == "train" else ""
+
+
 def _objective_text(rec: Recipe) -> str:
     o = rec.objective_options
     return {
@@ -428,8 +437,9 @@ def _objective_text(rec: Recipe) -> str:
         "fgsm": lambda: f"FGSM mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
         "noise": lambda: (f"{'random-sign (+-eps)' if o.get('distribution') == 'sign' else 'uniform'}-noise mix "
                           f"(eps={o['eps']:g}, alpha={o['alpha']:g})"),
-        "rotation": lambda: f"rotation-towards-gradient mix ({o['degrees']:g} deg, alpha={o['alpha']:g})",
-        "scaled_gradient": lambda: f"scaled-gradient mix (eps={o['eps']:g}, alpha={o['alpha']:g})",
+        "rotation": lambda: (f"rotation-towards-gradient mix ({o['degrees']:g} deg, alpha={o['alpha']:g}"
+                             f"{_adversary_text(o)})"),
+        "scaled_gradient": lambda: f"scaled-gradient mix (eps={o['eps']:g}, alpha={o['alpha']:g}{_adversary_text(o)})",
         "hidden_fgsm": lambda: f"hidden-layer FGSM mix (eps_hidden={o['eps_hidden']:g}, alpha={o['alpha']:g})",
         "fast_fgsm": lambda: (f"FGSM training (eps={o['eps']:g}, step {o['step_size']:.3g}, "
                               + ("random start" if o["random_start"] else "zero start")

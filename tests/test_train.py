@@ -382,6 +382,26 @@ def test_smooth_controls_differentiate_through_the_adversary(small_train, object
     torch.testing.assert_close(objective(model, x, y, generator).loss, fixed_loss)  # same value
 
 
+def test_the_differentiable_adversary_sees_the_network_in_the_chosen_mode(small_train) -> None:
+    """``mode="eval"``: the gradient of the eval-mode network (as an attack's), modes restored;
+    ``"train"``: of the network as it trains (dropout on: a fresh mask each call)."""
+    x, y = (t[:16] for t in small_train.tensors)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.5), torch.nn.Linear(64, 10)).train()
+    evaluated = [train.differentiable_input_gradient(model, x, y, mode="eval") for _ in range(2)]
+    assert model.training and all(m.training for m in model.modules())  # restored
+    torch.testing.assert_close(evaluated[0], evaluated[1])  # no dropout: deterministic
+    torch.testing.assert_close(evaluated[0].detach(), attacks.input_gradient(model, x, y))  # an attack's gradient
+    trained = [train.differentiable_input_gradient(model, x, y, mode="train") for _ in range(2)]
+    assert all(g.requires_grad for g in trained)  # keeps its graph: double backpropagation
+    assert (trained[0] - trained[1]).abs().max() > 1e-6  # two dropout masks, two gradients
+    assert (trained[0] - evaluated[0]).abs().max() > 1e-6
+    for objective in (RotationObjective, ScaledGradientObjective):
+        with pytest.raises(ValueError, match="adversary_mode"):
+            objective(adversary_mode="test")
+
+
 def test_hidden_fgsm_perturbs_hidden_activations_by_eps(small_train) -> None:
     x, y = (t[:8] for t in small_train.tensors)
     torch.manual_seed(0)
