@@ -542,10 +542,11 @@ def _attack(
     group = _restart_group(x, restarts)
     best = best_loss = None
     forward = compiled(model) if compile_enabled(x.device) else model
+    memory_format = preferred_memory_format(model, x)
     with attack_mode(model), fast_memory_format(model, x) as x_fast, autocast(precision, x.device):
         for first in range(0, restarts, group):
             size = min(group, restarts - first)
-            x_rows, y_rows = _repeat_rows(x_fast, size), y.repeat(size)
+            x_rows, y_rows = _repeat_rows(x_fast, size, memory_format), y.repeat(size)
             lower, upper = linf_box(x_rows, eps)
             if start_iter is None:
                 x_adv = x_rows.clone()
@@ -582,14 +583,11 @@ def _restart_group(x: Tensor, restarts: int) -> int:
     return max(1, min(restarts, rows // x.shape[0]))
 
 
-def _repeat_rows(x: Tensor, times: int) -> Tensor:
-    """``x`` stacked ``times`` times along the batch dimension, in ``x``'s memory layout."""
+def _repeat_rows(x: Tensor, times: int, memory_format: torch.memory_format) -> Tensor:
+    """``x`` stacked ``times`` times along the batch dimension, laid out in ``memory_format``."""
     if times == 1:
         return x
-    rows = x.repeat(times, *[1] * (x.dim() - 1))
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        rows = rows.contiguous(memory_format=torch.channels_last)
-    return rows
+    return x.repeat(times, *[1] * (x.dim() - 1)).to(memory_format=memory_format)
 
 
 def pgd_iterate(
@@ -774,13 +772,19 @@ def fast_memory_format(model: Callable[[Tensor], Tensor], x: Tensor) -> Iterator
     if memory_format is torch.contiguous_format:
         yield x
         return
+    # ``.to(memory_format=...)``, not ``.contiguous(memory_format=...)``: a tensor with a channel
+    # dimension of size 1 (an MNIST batch, the first convolution's kernels) counts as contiguous
+    # in both layouts, so ``.contiguous`` leaves its NCHW strides, and a net whose first
+    # convolution runs NCHW and its second NHWC converts activations at every layer (measured:
+    # 0.92x of plain NCHW for PGD on Madry's CNN where true NHWC gives 1.27x). ``.to`` restrides
+    # it, and returns a tensor already laid out so as it is.
     params = [param for param in model.parameters()  # type: ignore[union-attr]
-              if param.dim() == 4 and not param.is_contiguous(memory_format=memory_format)]
+              if param.dim() == 4 and param.data.to(memory_format=memory_format) is not param.data]
     originals = [param.data for param in params]
     try:
         for param in params:
-            param.data = param.data.contiguous(memory_format=memory_format)
-        yield x.contiguous(memory_format=memory_format)
+            param.data = param.data.to(memory_format=memory_format)
+        yield x.to(memory_format=memory_format)
     finally:
         with torch.no_grad():
             for param, original in zip(params, originals):

@@ -171,7 +171,7 @@ def pgd_landscape(
             example, restart = rows // restarts, rows % restarts
             lower, upper = lower_all[example], upper_all[example]
             x_adv = torch.clamp(x[example] + starts.take(end - begin).to(x.device), lower, upper)
-            x_adv = x_adv.contiguous(memory_format=memory_format)
+            x_adv = x_adv.to(memory_format=memory_format)  # .to, not .contiguous: see fast_memory_format
             trace = torch.empty(steps + 1, end - begin, device=x.device)
 
             def record(step: int, losses: Tensor, _x_step: Tensor) -> None:

@@ -37,9 +37,9 @@ def channels_last_everywhere(monkeypatch) -> None:
 LOSS_TOLERANCE = 0.01  # relative difference of the mean loss reached
 
 
-def conv_net() -> nn.Module:
+def conv_net(channels: int = 3) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    return nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(16 * 4 * 4, 10)).eval()
 
@@ -49,9 +49,9 @@ def mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
 
 
-def batch(n: int = 32) -> tuple[Tensor, Tensor]:
+def batch(n: int = 32, channels: int = 3) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(1)
-    return torch.rand(n, 3, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+    return torch.rand(n, channels, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
 
 
 def reference_pgd(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, step_size: float,
@@ -85,15 +85,24 @@ def test_pgd_fast_path_equals_the_plain_loop(make_model) -> None:
     assert_same_attack(model, x, y, result, reference_pgd(model, x, y, start, eps=0.1, step_size=0.02, steps=10))
 
 
-def test_conv_nets_run_channels_last_and_the_model_is_handed_back_unchanged() -> None:
-    model, (x, y) = conv_net(), batch()
+def nhwc_strides(t: Tensor) -> bool:
+    """Whether ``t`` has channels-last strides, also where a channel dimension of size 1 makes
+    ``is_contiguous(memory_format=torch.channels_last)`` true of NCHW strides too."""
+    return t.stride() == torch.empty_like(t, memory_format=torch.channels_last).stride()
+
+
+@pytest.mark.parametrize("channels", [1, 3], ids=["one channel (MNIST)", "three channels"])
+def test_conv_nets_run_channels_last_and_the_model_is_handed_back_unchanged(channels) -> None:
+    model, (x, y) = conv_net(channels), batch(channels=channels)
     weights = [param for param in model.parameters() if param.dim() == 4]
     before = [(param, param.data, param.stride(), param.detach().clone()) for param in weights]
     seen: list[bool] = []
-    model[0].register_forward_pre_hook(lambda _m, args: seen.append(
-        model[0].weight.is_contiguous(memory_format=torch.channels_last)))
+    for conv in (model[0], model[3]):  # every convolution: its kernels, and its input unless one channel
+        # (in memory one channel's NCHW is its NHWC: the kernels' layout decides which kernel runs)
+        conv.register_forward_pre_hook(lambda m, args: seen.append(
+            nhwc_strides(m.weight) and (nhwc_strides(args[0]) or args[0].shape[1] == 1)))
     pgd(model, x, y, eps=0.1, step_size=0.02, steps=2)
-    assert seen and all(seen), "the attack did not run the convolutions channels-last"
+    assert len(seen) == 4 and all(seen), f"the attack did not run every convolution channels-last: {seen}"
     for param, (same_param, storage, stride, values) in zip(weights, before):
         assert param is same_param and param.data.data_ptr() == storage.data_ptr() and param.stride() == stride
         assert torch.equal(param, values)
