@@ -199,13 +199,23 @@ def test_every_committed_run_loads_verified() -> None:
             assert longrun.measurements(name).clean.n == state["final"]["test_examples"]
 
 
+#: Test images (of 10,000) by which a clean error re-measured on another machine may differ.
+CLEAN_ROUNDING = 2
+#: The same for an FGSM error: 0.1 percentage point, the precision the book prints. FGSM takes
+#: the sign of every gradient coordinate, and a coordinate near zero can change sign with the
+#: CPU's summation order: measured, 3-6 images for four maxout runs recorded on an AVX2 EPYC
+#: and re-evaluated on an AVX-512 Xeon (their clean errors: within 2).
+ATTACK_ROUNDING = 10
+
+
 @pytest.mark.parametrize("name", _finished_runs())
 def test_a_finished_run_reproduces_its_recorded_test_errors(name: str) -> None:
     """Re-evaluated here, a finished run's committed weights give the errors recorded when it finished.
 
     On all 10,000 test images, so the comparison has no sampling error: the recorded and the
-    re-measured rates may differ only by float rounding between machines (at most 2 images of
-    10,000). The attack is re-run when it is FGSM (seconds); a PGD monitor only when asked.
+    re-measured rates may differ only by float rounding between machines
+    (:data:`CLEAN_ROUNDING`, :data:`ATTACK_ROUNDING`). The attack is re-run when it is FGSM
+    (seconds); a PGD monitor only when asked.
     """
     from advcore import longrun, zoo
     from advcore.evaluate import evaluate
@@ -216,11 +226,11 @@ def test_a_finished_run_reproduces_its_recorded_test_errors(name: str) -> None:
         return
     model, test = longrun.load_weights(name), data.load_mnist("test")
     assert final["test_examples"] == len(test)
-    assert abs(evaluate(model, test, progress=False).error_rate - final["clean_error"]) <= 2 / len(test)
+    assert abs(evaluate(model, test, progress=False).error_rate - final["clean_error"]) <= CLEAN_ROUNDING / len(test)
     rec = zoo.profile_recipe(longrun.RUNS[name].zoo_name, profile=longrun.RUNS[name].profile)
     if rec.monitor["attack"] == "fgsm":
         attacked = evaluate(model, test, attack=zoo.monitor_attack(rec.monitor), progress=False)
-        assert abs(attacked.error_rate - final["attack_error"]) <= 2 / len(test)
+        assert abs(attacked.error_rate - final["attack_error"]) <= ATTACK_ROUNDING / len(test)
 
 
 def _check_measurements(name: str, final: dict) -> None:
@@ -234,4 +244,4 @@ def _check_measurements(name: str, final: dict) -> None:
     assert measured.transfer.error.loc[name, name] == pytest.approx(final["attack_error"])
     for partner in longrun.RUNS[name].transfer_partners:  # the white-box diagonal, recorded by each partner's run
         recorded = longrun.load_state(partner)["final"]["attack_error"]
-        assert abs(measured.transfer.error.loc[partner, partner] - recorded) <= 2 / measured.transfer.n
+        assert abs(measured.transfer.error.loc[partner, partner] - recorded) <= ATTACK_ROUNDING / measured.transfer.n
