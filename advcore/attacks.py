@@ -732,8 +732,10 @@ def attack_mode(model: Callable[[Tensor], Tensor]) -> Iterator[None]:
 
 
 #: Where channels-last (NHWC) pays for conv nets, by device type. Measured for Madry et al.'s
-#: MNIST CNN (PGD, one thread, ``benchmarks/README.md``): 1.4x faster on an AVX-512 EPYC CPU,
-#: 0.84-0.87x (slower) on an AVX2-only EPYC; NHWC is cuDNN's fast layout on CUDA.
+#: MNIST CNN (PGD, one thread, ``benchmarks/README.md``): 1.4x faster on an AVX-512 EPYC CPU
+#: (the speed issue), 1.24x on an AVX-512 Xeon; 0.84-0.87x (slower) on an AVX2-only EPYC, but
+#: that was measured while the first convolution was left NCHW (see fast_memory_format), so it
+#: stays off there until measured again; NHWC is cuDNN's fast layout on CUDA.
 CHANNELS_LAST: dict[str, bool] = {
     "cuda": True,
     "cpu": torch.backends.cpu.get_cpu_capability().startswith("AVX512"),

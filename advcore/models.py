@@ -250,18 +250,23 @@ class MadryCNN(nn.Module):
     conv 5x5, 32 filters, ReLU, 2x2 max-pool -> conv 5x5, 64 filters, ReLU, 2x2 max-pool
     -> fully connected 1024, ReLU -> 10 logits. Convolutions use "same" padding as in the
     released TensorFlow code, so the feature map entering the dense layer is 7x7x64.
+
+    Each max-pool runs before its ReLU: the same function and the same gradients, bit for bit
+    (ReLU is non-decreasing, so ``max(relu(a), relu(b)) = relu(max(a, b))``, and both orders
+    route the gradient to the same pixel, or to none), on a quarter of the elements: measured
+    1.2x faster for PGD on a CPU (``benchmarks/README.md``). ``relu_before_pool=True`` builds
+    the released code's order (conv, ReLU, pool), e.g. as a reference; the parameters' names
+    are the same in both, so either loads the other's weights.
     """
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, *, relu_before_pool: bool = False) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
+
+        def block(in_channels: int, out_channels: int) -> list[nn.Module]:
+            conv, pool = nn.Conv2d(in_channels, out_channels, 5, padding=2), nn.MaxPool2d(2)
+            return [conv, nn.ReLU(), pool] if relu_before_pool else [conv, pool, nn.ReLU()]
+
+        self.features = nn.Sequential(*block(1, 32), *block(32, 64))
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(7 * 7 * 64, 1024),

@@ -2,16 +2,21 @@
 
 Measures example-steps per second (batch size x PGD steps / wall time) of an L-infinity
 PGD attack (Madry et al. 2018: eps = 0.3, step 0.01, 40 steps, random start) on Madry's
-MNIST CNN, batch 256, for five implementations on the same model and inputs, in one
+MNIST CNN, batch 256, for six implementations on the same weights and inputs, in one
 run, interleaved so that machine drift hits all of them alike:
 
-* ``advcore``      -- ``advcore.attacks.pgd``, its default (fast) path;
+* ``advcore``      -- ``advcore.attacks.pgd``, its default (fast) path, on
+                      ``advcore.models.MadryCNN`` (each max-pool before its ReLU);
 * ``advcore-bf16`` -- the same with ``precision="bfloat16"`` (``--no-bf16`` skips it);
-* ``plain``        -- what advcore did before its fast path: Madry et al.'s update rule in
-                      NCHW float32 with the input gradient only (``autograd.grad``);
+* ``plain``        -- what advcore did before its fast paths: Madry et al.'s update rule in
+                      NCHW float32 with the input gradient only (``autograd.grad``), on the
+                      network in the released code's layer order (conv, ReLU, pool);
 * ``textbook``     -- the loop as usually written in tutorials (``loss.backward()`` on a
-                      ``delta`` leaf, parameters still requiring gradients);
-* ``torchattacks`` -- ``torchattacks.PGD`` (skipped when torchattacks is not installed).
+                      ``delta`` leaf, parameters still requiring gradients), released order;
+* ``torchattacks`` -- ``torchattacks.PGD`` on advcore's network (attack against attack);
+* ``torchattacks-released`` -- ``torchattacks.PGD`` on the released order (both skipped when
+                      torchattacks is not installed: ``pip install --no-deps torchattacks``,
+                      as its pinned ``requests`` would downgrade the book's).
 
 It prints the median time of each, the mean loss each reached, and the ratios; every result
 is checked to lie in the eps-ball and in [0, 1]. ``--threads 1,2`` repeats it all per setting. ``--landscape`` instead times the
@@ -24,6 +29,7 @@ Usage::
     python benchmarks/bench_pgd.py --repeats 5             # steadier medians
     python benchmarks/bench_pgd.py --device cuda --repeats 20
     python benchmarks/bench_pgd.py --device cuda --landscape
+    python benchmarks/bench_pgd.py --landscape --restarts 2000 --landscape-steps 40 --precision bfloat16
 
 The weights are random (throughput does not depend on them); the inputs are uniform
 random images in [0, 1].
@@ -50,19 +56,19 @@ except ImportError:  # optional: the comparison is skipped
     torchattacks = None
 
 
-def madry_cnn() -> nn.Module:
-    """Madry et al.'s MNIST CNN: advcore's, or an equivalent local copy if models.py lacks it."""
-    try:
-        from advcore.models import MadryCNN
+def madry_cnn(*, relu_before_pool: bool = False) -> nn.Module:
+    """Madry et al.'s MNIST CNN (``advcore.models.MadryCNN``): advcore's layer order (pool, then
+    ReLU) or, with ``relu_before_pool``, the released code's (the same function, slower)."""
+    from advcore.models import MadryCNN
 
-        return MadryCNN()
-    except ImportError:
-        # Same layers as advcore.models.MadryCNN (conv5x5 32 -> pool -> conv5x5 64 -> pool -> fc 1024 -> 10).
-        return nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Linear(1024, 10),
-        )
+    return MadryCNN(relu_before_pool=relu_before_pool)
+
+
+def released_order(model: nn.Module) -> nn.Module:
+    """The same network with the same weights in the released code's layer order (conv, ReLU, pool)."""
+    copy = madry_cnn(relu_before_pool=True).to(next(model.parameters()).device)
+    copy.load_state_dict(model.state_dict())
+    return copy
 
 
 def textbook_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int) -> Tensor:
@@ -95,7 +101,14 @@ def plain_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: 
 
 def make_attacks(model: nn.Module, eps: float, step_size: float, steps: int,
                  bf16: bool = True) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
-    """The implementations to compare, each a function of (x, y)."""
+    """The implementations to compare, each a function of (x, y).
+
+    ``advcore`` and ``torchattacks`` attack ``model`` itself (attack against attack);
+    ``plain``, ``textbook`` and ``torchattacks-released`` the same weights in the released
+    code's layer order, i.e. what advcore computed before its fast paths and what a tutorial or
+    torchattacks computes on the network as Madry et al. wrote it.
+    """
+    released = released_order(model)
     attacks: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
         "advcore": lambda x, y: pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
     }
@@ -103,12 +116,14 @@ def make_attacks(model: nn.Module, eps: float, step_size: float, steps: int,
         attacks["advcore-bf16"] = lambda x, y: pgd(model, x, y, eps=eps, step_size=step_size, steps=steps,
                                                    precision="bfloat16")
     attacks.update({
-        "plain": lambda x, y: plain_pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
-        "textbook": lambda x, y: textbook_pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
+        "plain": lambda x, y: plain_pgd(released, x, y, eps=eps, step_size=step_size, steps=steps),
+        "textbook": lambda x, y: textbook_pgd(released, x, y, eps=eps, step_size=step_size, steps=steps),
     })
     if torchattacks is not None:
         ta = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=True)
+        ta_released = torchattacks.PGD(released, eps=eps, alpha=step_size, steps=steps, random_start=True)
         attacks["torchattacks"] = lambda x, y: ta(x, y)
+        attacks["torchattacks-released"] = lambda x, y: ta_released(x, y)
     return attacks
 
 
@@ -158,13 +173,13 @@ def run_throughput(args: argparse.Namespace, device: torch.device) -> None:
     print(f"\nPGD on MadryCNN (random weights), batch {args.batch}, {args.steps} steps, eps {args.eps}, "
           f"step {args.step_size}, random start, device {device}; medians of {args.repeats} "
           f"interleaved run(s) each:")
-    print(f"  {'':13s} {'wall s':>7s} {'example-steps/s':>16s} {'CPU s':>7s}   mean loss reached")
+    print(f"  {'':21s} {'wall s':>7s} {'example-steps/s':>16s} {'CPU s':>7s}   mean loss reached")
     for name in attacks:
         with torch.no_grad():
             loss = F.cross_entropy(model.eval()(results[name]), y).item()
-        print(f"  {name:13s} {wall[name]:7.2f} {work / wall[name]:16,.0f} {cpu[name]:7.2f}   {loss:.3f}")
+        print(f"  {name:21s} {wall[name]:7.2f} {work / wall[name]:16,.0f} {cpu[name]:7.2f}   {loss:.3f}")
     for mine in [name for name in ("advcore", "advcore-bf16") if name in wall]:
-        for other in ("plain", "textbook", "torchattacks"):
+        for other in ("plain", "textbook", "torchattacks", "torchattacks-released"):
             if other in wall:
                 print(f"  speed of {mine} / {other}: {wall[other] / wall[mine]:.2f}x by wall time, "
                       f"{cpu[other] / cpu[mine]:.2f}x by CPU time (>1: {mine} faster)")
@@ -178,7 +193,7 @@ def run_landscape(args: argparse.Namespace, device: torch.device) -> None:
     x = torch.rand(1, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (1,), device=device)
     kwargs = dict(eps=args.eps, step_size=args.step_size, steps=args.landscape_steps, traced=20,
-                  keep_deltas=256, progress=False, chunk_size=args.chunk_size,
+                  keep_deltas=256, progress=False, chunk_size=args.chunk_size, precision=args.precision,
                   generator=torch.Generator(device).manual_seed(0))
     pgd_landscape(model, x, y, restarts=min(args.restarts, 1_000), **{**kwargs, "steps": 2})  # warm-up
     synchronize(device)
@@ -193,7 +208,7 @@ def run_landscape(args: argparse.Namespace, device: torch.device) -> None:
               f"({paper / 60 * 100 / 40:.0f} min for 100 steps)")
     spread = {name: float(value[0]) for name, value in result.loss_spread().items()}
     print(f"\nLandscape: {args.restarts:,} restarts x {args.landscape_steps} steps on one example, "
-          f"device {device}, chunks of {result.chunk_size:,} rows: {wall:.2f} s wall, {cpu:.2f} s CPU "
+          f"{args.precision}, device {device}, chunks of {result.chunk_size:,} rows: {wall:.2f} s wall, {cpu:.2f} s CPU "
           f"({work / wall:,.0f} example-steps/s)")
     print("  final loss: " + ", ".join(f"{name} {value:.3f}" for name, value in spread.items()))
 
@@ -212,6 +227,8 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=100_000)
     parser.add_argument("--landscape-steps", type=int, default=100)
     parser.add_argument("--chunk-size", type=int, default=None, help="rows per forward pass (landscape)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="arithmetic of the landscape's passes (the throughput run times both)")
     args = parser.parse_args()
     device = torch.device(args.device)
     from advcore.attacks import CHANNELS_LAST, bfloat16_is_native

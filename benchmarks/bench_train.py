@@ -11,8 +11,11 @@ Adam, batch 50) on the first ``--examples`` MNIST training images, three ways, i
                             default fast path (channels-last, float32);
 * ``advcore.train bf16`` -- the same with ``precision="bfloat16"`` (``--precisions``);
 * ``bare loop``          -- ``x_adv = advcore.attacks.pgd(...)``, one Adam step, nothing recorded;
-* ``reference``          -- the plain loop, what advcore did before its fast path: PGD written
-                            inline in NCHW float32 (input gradient only), one Adam step.
+* ``reference``          -- the plain loop, what advcore did before its fast paths: PGD written
+                            inline in NCHW float32 (input gradient only), one Adam step, on the
+                            network in the released code's layer order (conv, ReLU, pool; the
+                            others train ``MadryCNN``, which pools before its ReLUs: the same
+                            function, bit for bit).
 
 Ratios are against ``reference``. ``--steps 7,40`` and ``--threads 1,2`` run each setting in
 turn in the same process.
@@ -136,15 +139,15 @@ def throughput(args: argparse.Namespace) -> None:
             runners[f"advcore.train {precision}"] = lambda *a, p=precision: run_advcore(*a, precision=p)
     runners.update({"bare loop": run_reference, "reference": run_reference_inline})
     warm = TensorDataset(x[: 2 * args.batch_size], y[: 2 * args.batch_size]).tensors
-    for runner in runners.values():  # warm-up: allocator, kernels, cuDNN autotuning
-        model = MadryCNN()
+    for name, runner in runners.items():  # warm-up: allocator, kernels, cuDNN autotuning
+        model = MadryCNN(relu_before_pool=name == "reference")
         model.load_state_dict(initial)
         runner(model, *warm, args)
     times: dict[str, list[float]] = {name: [] for name in runners}
     cpu_times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, runner in runners.items():
-            model = MadryCNN()
+            model = MadryCNN(relu_before_pool=name == "reference")
             model.load_state_dict(initial)
             synchronize(device)
             started, cpu_started = time.perf_counter(), time.process_time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from advcore import attacks
@@ -55,6 +56,25 @@ def test_madry_cnn_is_the_papers_network() -> None:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [(l.in_features, l.out_features) for l in linears] == [(7 * 7 * 64, 1024), (1024, 10)]
     assert n_params(model) == 3_274_634  # the parameter count of mnist_challenge's model
+
+
+def test_madry_cnn_pooling_before_relu_is_the_papers_order_bit_for_bit() -> None:
+    """The paper's network is conv -> ReLU -> pool; ours pools first (faster): same logits and
+    the same input gradient, exactly, and the same parameter names (committed weights load)."""
+    torch.manual_seed(0)
+    model = MadryCNN().eval()
+    papers_order = MadryCNN(relu_before_pool=True).eval()
+    papers_order.load_state_dict(model.state_dict())
+    assert [type(m) for m in papers_order.features] == [nn.Conv2d, nn.ReLU, nn.MaxPool2d] * 2
+    assert [type(m) for m in model.features] == [nn.Conv2d, nn.MaxPool2d, nn.ReLU] * 2
+    x = torch.rand(64, 1, 28, 28, requires_grad=True)
+    x.data[:8] = torch.round(x.data[:8])  # binary images: many tied maxima in the pooling windows
+    y = torch.randint(0, 10, (64,))
+    ours, theirs = model(x), papers_order(x)
+    assert torch.equal(ours, theirs)
+    (g_ours,) = torch.autograd.grad(F.cross_entropy(ours, y, reduction="sum"), x)
+    (g_theirs,) = torch.autograd.grad(F.cross_entropy(theirs, y, reduction="sum"), x)
+    assert torch.equal(g_ours, g_theirs)
 
 
 def test_maxout_takes_the_max_over_pieces() -> None:
