@@ -292,8 +292,8 @@ def differentiable_input_gradient(model: nn.Module, x: Tensor, y: Tensor, *,
     with ``"eval"`` the optimizer may bend the eval-mode network (the one that is tested) to
     steer the adversary. Measured at the paper-scale SGD recipe (rotation control, dropout
     maxout network): validation accuracy 92% after one epoch, 32% after four, when the test
-    images scored 28% in eval mode and 93% in train mode; with ``"train"``, 97-98% over the
-    same epochs. Shape: ``x.shape``.
+    images scored 28% in eval mode and 93% in train mode; with ``"train"``, 96.6% after one
+    epoch and 98.0% after four. Shape: ``x.shape``.
     """
     _check_adversary_mode(mode)
     with (attacks.eval_mode(model) if mode == "eval" else contextlib.nullcontext()), torch.enable_grad():
