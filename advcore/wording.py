@@ -179,12 +179,15 @@ def levels_off(first: float, last: float, *, previous: float, tolerance: float =
 
 
 def stronger_attack(name_a: str, error_a: float, name_b: str, error_b: float, *, tolerance: float = 0.0) -> str:
-    """Which of two attacks found more adversarial examples (higher error of the victim)."""
+    """Which of two attacks found more adversarial examples (higher error of the victim): a sentence,
+    capitalized whichever name starts it."""
     if error_a > error_b + tolerance:
-        return f"{name_a} is the stronger attack here ({percent(error_a)} vs {percent(error_b)} error)."
-    if error_a < error_b - tolerance:
-        return f"{name_b} is the stronger attack here ({percent(error_b)} vs {percent(error_a)} error)."
-    return f"{name_a} and {name_b} are about equally strong here ({percent(error_a)} vs {percent(error_b)} error)."
+        sentence = f"{name_a} is the stronger attack here ({percent(error_a)} vs {percent(error_b)} error)."
+    elif error_a < error_b - tolerance:
+        sentence = f"{name_b} is the stronger attack here ({percent(error_b)} vs {percent(error_a)} error)."
+    else:
+        sentence = f"{name_a} and {name_b} are about equally strong here ({percent(error_a)} vs {percent(error_b)} error)."
+    return sentence[:1].upper() + sentence[1:]
 
 
 def hidden_layer_verdict(plain_error: float, hidden_error: float, *, min_gain: float = 0.005) -> str:

@@ -81,6 +81,8 @@ def test_stronger_attack_both_directions() -> None:
     assert wording.stronger_attack("PGD", 0.3, "FGSM", 0.1).startswith("PGD is the stronger")
     assert wording.stronger_attack("PGD", 0.1, "FGSM", 0.3).startswith("FGSM is the stronger")
     assert "equally strong" in wording.stronger_attack("PGD", 0.1, "FGSM", 0.1)
+    # a sentence: capitalized whichever lower-case name starts it
+    assert wording.stronger_attack("transferred PGD", 0.1, "transferred FGSM", 0.3).startswith("Transferred FGSM is")
 
 
 def test_hidden_layer_verdict_both_outcomes() -> None:
