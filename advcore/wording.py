@@ -186,7 +186,8 @@ def stronger_attack(name_a: str, error_a: float, name_b: str, error_b: float, *,
     elif error_a < error_b - tolerance:
         sentence = f"{name_b} is the stronger attack here ({percent(error_b)} vs {percent(error_a)} error)."
     else:
-        sentence = f"{name_a} and {name_b} are about equally strong here ({percent(error_a)} vs {percent(error_b)} error)."
+        sentence = (f"{name_a} and {name_b} are about equally strong here "
+                    f"({percent(error_a)} vs {percent(error_b)} error).")
     return sentence[:1].upper() + sentence[1:]
 
 

@@ -408,7 +408,8 @@ def test_a_killed_experiment_resumes_to_the_uninterrupted_result(tmp_path, forks
         if trial < 2:  # at any instant of the run
             _kill(forkserver, experiment_run, str(root), str(cache), after_s=rng.uniform(0.05, 1.0) * timing["seconds"])
         else:  # within a piece after half of them are cached
-            _kill(forkserver, experiment_run, str(root), str(cache), once=lambda: len(list(pieces.glob("*.pt"))) >= PIECES // 2,
+            _kill(forkserver, experiment_run, str(root), str(cache),
+                  once=lambda: len(list(pieces.glob("*.pt"))) >= PIECES // 2,
                   after_s=rng.uniform(0, 1) * timing["seconds"] / PIECES)
         killed_after.append(len(list(pieces.glob("*.pt"))))
         partial = load_result("kill-test", profile="smoke", root=root)  # none, or a complete one
