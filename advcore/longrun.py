@@ -738,8 +738,7 @@ def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
     settings = scapes["plain"]["settings"]
     if scapes["PGD-trained"]["settings"] != settings:
         warnings.warn("Not showing the committed landscapes: the two runs' landscapes were made with different "
-                      "settings.",
-                      stacklevel=2)
+                      "settings.", stacklevel=2)
         return None
     complete = sorted(k for k in scapes["plain"]["images"] if all(
         k in scape["images"] and scape["images"][k]["restarts"] == settings["restarts"]
