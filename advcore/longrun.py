@@ -850,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"which {LANDSCAPE['block']:,} restarts (0-{LANDSCAPE['restarts'] // LANDSCAPE['block'] - 1})")
     scape.add_argument("--threads", type=int, default=None)
     scape.add_argument("--root", default=None)
+    scape.add_argument("--commit", action="store_true", help="git add and commit the piece when done")
     judge = commands.add_parser("evaluate", help="the paper's evaluation of a finished run's weights")
     judge.add_argument("run", choices=sorted(RUNS))
     judge.add_argument("--attack", choices=sorted(EVALUATIONS), required=True)
@@ -876,6 +877,9 @@ def main(argv: list[str] | None = None) -> int:
         piece = landscape_piece(args.run, image=args.image, block=args.block, root=args.root)
         print(f"{args.run}: landscape image {args.image}, block {args.block}: {piece['restarts']:,} restarts in "
               f"{piece['wall_time_s'] / 60:.1f} min ({piece['cpu_time_s'] / 60:.1f} CPU min)", flush=True)
+        if args.commit:
+            _git_commit(_landscape_dir(args.run, args.root), f"results/runs/{args.run}: landscape image {args.image}, "
+                        f"block {args.block} ({piece['wall_time_s'] / 60:.0f} min)")
         return 0
     if args.command == "evaluate":
         result = evaluate_run(args.run, args.attack, root=args.root)
@@ -883,10 +887,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{1 - result['attack_error']:.2%} (clean {1 - result['clean_error']:.2%}) in "
               f"{result['wall_time_s'] / 60:.1f} min ({result['cpu_time_s'] / 60:.1f} CPU min)", flush=True)
         if args.commit:
-            path = _evaluations_path(args.run, args.root)
-            subprocess.run(["git", "add", "--", str(path)], check=True)
-            subprocess.run(["git", "commit", "-q", "-m", f"results/runs/{args.run}: evaluation {args.attack}",
-                            "--", str(path)], check=True)
+            _git_commit(_evaluations_path(args.run, args.root), f"results/runs/{args.run}: evaluation {args.attack}")
         return 0
     entry = run_piece(args.run, epochs=args.epochs, root=args.root)
     if entry.get("finished"):
@@ -898,12 +899,15 @@ def main(argv: list[str] | None = None) -> int:
           f"clean {last.get('val_clean_acc', float('nan')):.4f}, adversarial {last.get('val_adv_acc', float('nan')):.4f}",
           flush=True)
     if args.commit:
-        folder = run_dir(args.run, root=args.root)
-        subprocess.run(["git", "add", "--", str(folder)], check=True)
-        subprocess.run(["git", "commit", "-q", "-m", f"results/runs/{args.run}: piece {entry['index']} "
-                        f"(epochs {entry['epochs'][0]}-{entry['epochs'][1]}, {entry['wall_time_s'] / 60:.0f} min)",
-                        "--", str(folder)], check=True)
+        _git_commit(run_dir(args.run, root=args.root), f"results/runs/{args.run}: piece {entry['index']} "
+                    f"(epochs {entry['epochs'][0]}-{entry['epochs'][1]}, {entry['wall_time_s'] / 60:.0f} min)")
     return 0
+
+
+def _git_commit(path: Path, message: str) -> None:
+    """``git add`` and ``git commit`` only ``path`` (a finished piece's files: written atomically, complete)."""
+    subprocess.run(["git", "add", "--", str(path)], check=True)
+    subprocess.run(["git", "commit", "-q", "-m", message, "--", str(path)], check=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ piece takes a second; the paper-scale runs use the same code with the ``gpu`` re
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -383,3 +384,23 @@ def test_measurements_paired_with_other_weights_are_refused(large_run) -> None:
     shutil.rmtree(longrun.run_dir("tiny", root=large_run))  # the partner moved away (to be retrained)
     with pytest.raises(longrun.LongRunError, match="other weights of 'tiny'"):
         longrun.measurements("tiny_large", root=large_run)
+
+
+def test_the_command_line_commits_only_the_finished_piece(tiny_run, monkeypatch, capsys) -> None:
+    repo = tiny_run.parent
+    for variable in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(variable, "t@example.org")
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "notes.txt").write_text("work in progress")  # someone's uncommitted file: left alone
+    subprocess.run([*git, "add", "notes.txt"], check=True)
+    monkeypatch.chdir(repo)
+    assert longrun.main(["piece", "tiny", "--epochs", "1", "--root", str(tiny_run), "--commit"]) == 0
+    assert "piece 0 done, epochs 1-1" in capsys.readouterr().out
+    log = subprocess.run([*git, "log", "--format=%s", "--name-only"], capture_output=True, text=True, check=True).stdout
+    assert log.splitlines()[0] == "results/runs/tiny: piece 0 (epochs 1-1, 0 min)"
+    committed = [line for line in log.splitlines()[1:] if line]
+    assert committed and all(line.startswith("results/runs/tiny/") for line in committed)
+    assert "run.json" in {line.rsplit("/", 1)[-1] for line in committed}
+    staged = subprocess.run([*git, "diff", "--cached", "--name-only"], capture_output=True, text=True, check=True).stdout
+    assert staged.split() == ["notes.txt"]  # still staged, not swept into the run's commit
