@@ -505,8 +505,8 @@ def robust_training_runs(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
         if state is None or state["epochs_done"] < state["epochs_total"]:
             return None
         states[label] = (state, evaluations)
-    part: dict[str, Any] = {"available": True, "eps": MADRY_EPS, "models": list(runs), "zoo_names": [
-        longrun.RUNS[run].zoo_name for run in runs.values()]}
+    part: dict[str, Any] = {"available": True, "eps": MADRY_EPS, "models": list(runs), "runs": list(runs.values()),
+                            "zoo_names": [longrun.RUNS[run].zoo_name for run in runs.values()]}
     arrays: dict[str, np.ndarray] = {}
     rows, epochs, recipes, train_seconds = [], {}, {}, {}
     for label, run in runs.items():
@@ -515,7 +515,13 @@ def robust_training_runs(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
         devices = sorted({piece["device"] for piece in state["pieces"]})
         described = zoo.describe(rec.name, profile=longrun.RUNS[run].profile)
         recipes[label] = {"description": f"results/runs/{run}: {described}", "note": rec.note,
-                          "objective": rec.objective_options, "epochs": rec.epochs, "trained_on": ", ".join(devices)}
+                          "objective": rec.objective_options, "epochs": rec.epochs, "trained_on": ", ".join(devices),
+                          "pieces": len(state["pieces"]), "precision": longrun.RUNS[run].precision or "float32",
+                          "fresh_optimizer_resumes": sum("fresh optimizer" in note for note in state["notes"]),
+                          "weight_updates": len(history.steps["loss"]), "training_images": rec.sizes["mnist_train"],
+                          "evaluated_on": {"natural": state["final"]["test_examples"], **{
+                              RUN_EVALUATION_NAMES[which]: measured["test_examples"]
+                              for which, measured in evaluations.items()}}}
         train_seconds[label] = sum(piece["wall_time_s"] for piece in state["pieces"])
         epochs[label] = {key: history.epochs[key] for key in
                          ("epoch", "step", "val_clean_acc", "val_adv_acc", "train_adv_loss", "train_clean_loss",
@@ -535,12 +541,13 @@ def robust_training_runs(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
     part.update(accuracy=rows, epochs=epochs, recipes=recipes, train_seconds=train_seconds,
                 test_examples=states["plain"][0]["final"]["test_examples"])
     pieces = [piece for state, _ in states.values() for piece in state["pieces"]]
-    resumed = sum(1 for state, _ in states.values() for note in state["notes"] if "fresh optimizer" in note)
+    resumed = sum(recipe["fresh_optimizer_resumes"] for recipe in recipes.values())
     commits = sorted({(piece.get("git_commit") or "unknown")[:7] for piece in pieces})
     description = (f"long CPU runs `results/runs/{plain}` and `results/runs/{robust}`: "
                    f"{sum(piece['cpu_time_s'] for piece in pieces) / 3600:.1f} CPU hours "
                    f"({sum(piece['wall_time_s'] for piece in pieces) / 3600:.1f} h wall time) in {len(pieces)} pieces on "
-                   f"{' and '.join(sorted({piece['device'] for piece in pieces}))}, float32, "
+                   f"{' and '.join(sorted({piece['device'] for piece in pieces}))}, "
+                   f"{' and '.join(sorted({recipe['precision'] for recipe in recipes.values()}))}, "
                    + (f"at commit {commits[0]}; " if len(commits) == 1 else
                       f"at {len(commits)} commits ({commits[0]} to {commits[-1]}); ")
                    + (f"{resumed} piece(s) resumed from the committed weights with a fresh optimizer" if resumed

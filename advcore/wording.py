@@ -35,6 +35,7 @@ __all__ = [
     "levels_off",
     "stronger_attack",
     "hidden_layer_verdict",
+    "training_budget",
 ]
 
 
@@ -196,3 +197,17 @@ def hidden_layer_verdict(plain_error: float, hidden_error: float, *, min_gain: f
     if hidden_error < plain_error - min_gain:
         return "Here the sigmoid network *does* gain from hidden-layer perturbation, as the lecture says."
     return "Here the sigmoid network does *not* gain from hidden-layer perturbation."
+
+
+def training_budget(updates: int, *, key: str = "madry.mnist.iterations", tolerance: float = 0.05) -> str:
+    """A training run's length beside the paper's, e.g. ``"33,000 weight updates, 33% of the 100,000 (...)"``.
+
+    ``updates``: the run's weight updates (``advcore.zoo.training_steps``); ``key``: the paper's
+    count (:mod:`advcore.papers`). Within ``tolerance`` (relative) it is "about as many as" theirs.
+    """
+    if updates <= 0:
+        raise ValueError(f"updates must be positive, got {updates}.")
+    share = updates / papers.number(key).value
+    relation = compare(share, 1.0, tolerance=tolerance,
+                       words=(f"{share:.1f} times", f"{100 * share:.2g}% of", "about as many as"))
+    return f"{updates:,} weight updates, {relation} the {papers.cite(key)}"

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ARCHITECTURES", "Architecture", "Recipe", "committed_measurements", "committed_run", "describe",
            "entry_dir", "get", "history", "model_key", "monitor_attack", "names", "profile_recipe", "recipe",
-           "train_all", "trained_alike", "training_text"]
+           "train_all", "trained_alike", "training_steps", "training_text"]
 
 log = logging.getLogger(__name__)
 
@@ -451,13 +451,18 @@ def _objective_text(rec: Recipe) -> str:
     }.get(rec.objective, lambda: rec.objective)() if rec.objective != "standard" else "standard cross-entropy"
 
 
+def _training_images(rec: Recipe) -> int:
+    """How many images the recipe trains on (its profile's sizes)."""
+    return rec.sizes[{"cifar10": "cifar_train", "surrogate": "mnist_val"}.get(rec.data, "mnist_train")]
+
+
 def _training_images_text(rec: Recipe) -> str:
     """What the recipe trains on, e.g. "55,000 MNIST training images" (its profile's sizes)."""
     if rec.data == "cifar10":
-        return f"{rec.sizes['cifar_train']:,} CIFAR-10 training images"
+        return f"{_training_images(rec):,} CIFAR-10 training images"
     if rec.data == "surrogate":
-        return f"{rec.sizes['mnist_val']:,} held-out MNIST images labelled by '{rec.victim}'"
-    return f"{rec.sizes['mnist_train']:,} MNIST training images"
+        return f"{_training_images(rec):,} held-out MNIST images labelled by '{rec.victim}'"
+    return f"{_training_images(rec):,} MNIST training images"
 
 
 def describe(name: str, *, profile: Profile | str | None = None) -> str:
@@ -468,7 +473,7 @@ def describe(name: str, *, profile: Profile | str | None = None) -> str:
     stopping = ", early stopping on adversarial validation error" if rec.early_stopping else ""
     seed = f", seed {rec.seed}" if rec.seed else ""
     run = committed_run(name, profile=prof)
-    committed = f"; the paper-scale run committed in results/runs/{run.zoo_name}" if run is not None else ""
+    committed = f"; {_committed_origin(run)}".replace("`", "") if run is not None else ""
     architecture = ARCHITECTURES[rec.architecture].describe(rec.architecture_options)
     decay = (" divided by 10 at " + " and ".join(f"{m:.0%}" for m in rec.lr_milestones) + " of training"
              if rec.lr_milestones else "")
@@ -493,10 +498,23 @@ def training_text(name: str, *, profile: Profile | str | None = None) -> str:
             [f"max-norm {rec.architecture_options['max_norm']:g}"] if rec.architecture_options.get("max_norm") else [])
         optimizer = "SGD with momentum" + (", " + " and ".join(extras) if extras else "")
     run = committed_run(name, profile=prof)
-    origin = (f"the paper-scale run committed in `results/runs/{run.zoo_name}`" if run is not None
-              else f"the `{prof.name}` profile's recipe")
+    origin = _committed_origin(run) if run is not None else f"the `{prof.name}` profile's recipe"
     epochs = f"{rec.epochs} epoch" + ("s" if rec.epochs != 1 else "")
     return f"{_training_images_text(rec)} for {epochs} with {optimizer} ({origin})"
+
+
+def _committed_origin(run: "longrun.Run") -> str:
+    """Where a committed model comes from: the entry's own paper-scale recipe, or a run standing in for it."""
+    if run.zoo_entry is None and run.epochs is None:
+        return f"the paper-scale run committed in `results/runs/{run.zoo_name}`"
+    return f"the long CPU run committed in `results/runs/{run.zoo_name}`, which stands in for the paper's recipe"
+
+
+def training_steps(name: str, *, profile: Profile | str | None = None) -> int:
+    """How many weight updates the model :func:`get` returns for ``name`` was trained with (at most:
+    early stopping keeps an earlier epoch), e.g. to set beside Madry et al.'s 100,000 steps of batch 50."""
+    rec = recipe(name, profile=profile)
+    return rec.epochs * -(-_training_images(rec) // rec.batch_size)
 
 
 def trained_alike(*names: str, profile: Profile | str | None = None) -> bool:

@@ -240,6 +240,13 @@ def test_two_finished_runs_are_shown_in_chapter_9s_layout_with_their_evaluations
     assert len(steps) == len(loss) and loss.mean() == pytest.approx(np.mean(history.steps["loss"]), rel=1e-3)
     assert "results/runs/tiny_robust" in result.describe() and "h wall time) in 3 pieces" in result.describe()
     assert "no piece resumed with a fresh optimizer" in result.describe()
+    # what chapter 9 says of how the runs were made
+    assert mnist["runs"] == ["tiny", "tiny_robust"]
+    assert {k: mnist["recipes"]["PGD-trained"][k] for k in ("pieces", "precision", "fresh_optimizer_resumes")} == {
+        "pieces": 2, "precision": "float32", "fresh_optimizer_resumes": 0}
+    assert mnist["recipes"]["PGD-trained"]["weight_updates"] == len(history.steps["loss"]) > 0
+    assert mnist["recipes"]["PGD-trained"]["evaluated_on"] == {"natural": robust_state["final"]["test_examples"],
+                                                               "PGD-40 (step 0.01)": 50}
 
 
 def test_the_command_line_prints_a_summary_per_piece_and_the_status(tiny_run, capsys) -> None:

@@ -88,3 +88,12 @@ def test_stronger_attack_both_directions() -> None:
 def test_hidden_layer_verdict_both_outcomes() -> None:
     assert "*does* gain" in wording.hidden_layer_verdict(0.05, 0.03)
     assert "does *not* gain" in wording.hidden_layer_verdict(0.05, 0.05)
+
+
+def test_training_budget_says_how_a_run_compares_with_the_papers() -> None:
+    assert wording.training_budget(33_000).startswith("33,000 weight updates, 33% of the 100,000 (MadryLab")
+    assert wording.training_budget(400).startswith("400 weight updates, 0.4% of")  # a short run is not "0%"
+    assert "about as many as the 100,000" in wording.training_budget(100_100)
+    assert "2.0 times the 100,000" in wording.training_budget(200_000)
+    with pytest.raises(ValueError, match="positive"):
+        wording.training_budget(0)

@@ -316,6 +316,10 @@ def test_profiles_that_use_committed_runs_load_them_instead_of_training(committe
     assert zoo.trained_alike("softmax", "softmax_fgsm", profile=own)
     assert "the paper-scale run committed in `results/runs/softmax`" in zoo.training_text("softmax", profile=committed_softmax)
     assert zoo.training_text("softmax", profile=own).startswith("300 MNIST training images for 1 epoch with Adam")
+    # the weight updates each model was trained with: the committed run's history records every one
+    assert zoo.training_steps("softmax", profile=committed_softmax) == len(longrun.history("softmax").steps["loss"])
+    rec = zoo.profile_recipe("softmax", profile=own)
+    assert zoo.training_steps("softmax", profile=own) == rec.epochs * -(-300 // rec.batch_size)
 
 
 def test_a_damaged_committed_run_is_not_used(committed_softmax, monkeypatch) -> None:
@@ -385,5 +389,8 @@ def test_a_finished_run_of_another_recipe_can_stand_in_for_an_entry(committed_so
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), stand_in.state_dict().values()))
         assert zoo.recipe(name, profile=committed_softmax) == longrun.recipe("softmax_fgsm")
         assert "results/runs/softmax_fgsm" in zoo.describe(name, profile=committed_softmax)
+        # not the entry's own paper-scale recipe, and the prose says so
+        assert "the long CPU run committed in `results/runs/softmax_fgsm`, which stands in for the paper's recipe" in (
+            zoo.training_text(name, profile=committed_softmax))
         assert zoo.history(name, profile=committed_softmax).epochs["epoch"] == [1, 2]
     assert zoo.committed_run("softmax", profile=committed_softmax.replace(committed_runs=False)) is None
