@@ -245,3 +245,35 @@ def _check_measurements(name: str, final: dict) -> None:
     for partner in longrun.RUNS[name].transfer_partners:  # the white-box diagonal, recorded by each partner's run
         recorded = longrun.load_state(partner)["final"]["attack_error"]
         assert abs(measured.transfer.error.loc[partner, partner] - recorded) <= ATTACK_ROUNDING / measured.transfer.n
+
+
+#: Test images on which :func:`test_a_finished_runs_evaluations_reproduce_on_a_sample` re-runs
+#: an evaluation (the first ones: one batch, a few seconds per attack of up to 40 steps).
+SAMPLE = 256
+
+
+@pytest.mark.parametrize("name", _finished_runs())
+def test_a_finished_runs_evaluations_reproduce_on_a_sample(name: str) -> None:
+    """Each committed evaluation of a finished run (``longrun evaluate``: FGSM, PGD-40 on 10,000 images)
+    re-run here on the first :data:`SAMPLE` test images lands within the sampling error of a rate
+    measured on that many images: four binomial standard errors of the recorded rate (one false
+    alarm in ~16,000 runs), plus two images for rounding. Attacks of more than 40 steps per
+    restart (PGD-100 x 20: minutes) are left to the chapters.
+    """
+    from advcore import longrun
+    from advcore.evaluate import evaluate
+
+    if not longrun.RUNS[name].commits_weights:
+        pytest.skip("a run too large to commit has no weights to re-evaluate")
+    evaluations = longrun.load_evaluations(name)
+    if not evaluations:
+        pytest.skip(f"no evaluation of {name} is committed")
+    model, test = longrun.load_weights(name), data.load_mnist("test", limit=SAMPLE)
+    for which, recorded in evaluations.items():
+        spec, _ = longrun.EVALUATIONS[which]
+        if spec.steps * spec.restarts > 40:
+            continue
+        assert recorded["attack"] == spec.describe()
+        rate = evaluate(model, test, attack=spec.seeded(0, "cpu"), batch_size=SAMPLE, progress=False).error_rate
+        p = recorded["attack_error"]
+        assert abs(rate - p) <= 4 * (p * (1 - p) / SAMPLE) ** 0.5 + 2 / SAMPLE, (which, rate, p)
