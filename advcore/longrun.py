@@ -95,6 +95,10 @@ class Run:
     # can stand in for an entry the chapters use (cnn_pgd_fast for cnn_pgd). A run that replaces an
     # entry is registered in RUNS under its zoo_name.
     zoo_entry: str | None = None
+    # The profiles at which the finished run replaces its entry (None: every profile that uses
+    # committed runs). A stand-in of a shorter recipe replaces the entry at the cpu profile only:
+    # the gpu profile's own recipe is the paper's, which a GPU can afford.
+    profiles_replaced: tuple[str, ...] | None = None
     # The epochs this run trains instead of the profile's (None: the profile's): what a CPU
     # affords where the profile's count does not fit (part of the recipe, hence of the key).
     epochs: int | None = None
@@ -115,7 +119,7 @@ RUNS: dict[str, Run] = {
     "cnn_pgd": Run("cnn_pgd", replaces_zoo_entry=False),
     # What a CPU can afford (Madry et al.'s schedule is ~90 CPU hours here): PGD-40 training after
     # a warm start of one-step FGSM training (Wong et al. 2020); see advcore.zoo._cnn_fast_start.
-    "cnn_pgd_fast": Run("cnn_pgd_fast", replaces_zoo_entry=False, zoo_entry="cnn_pgd"),
+    "cnn_pgd_fast": Run("cnn_pgd_fast", replaces_zoo_entry=False, zoo_entry="cnn_pgd", profiles_replaced=("cpu",)),
     # Part I (Goodfellow et al. 2015): the maxout networks' paper-scale recipe (the gpu profile's:
     # SGD with momentum, max-norm, dropout, 200 epochs; see advcore.zoo._maxout), softmax regression
     # and the sigmoid / ReLU networks of the hidden-layer experiment (Adam, 55,000 images).

@@ -377,7 +377,8 @@ def committed_run(name: str, *, profile: Profile | str | None = None) -> "longru
     The ``cpu`` and ``gpu`` profiles load a finished committed run instead of training the
     entry (``Profile.committed_runs``); the ``smoke`` profile always trains its tiny models.
     The run is the entry's own or one that stands in for it (``Run.zoo_entry``: e.g. a
-    recipe a CPU can afford for an entry the chapters use). A run that is unfinished, or
+    recipe a CPU can afford for an entry the chapters use), at the profiles it replaces the
+    entry at (``Run.profiles_replaced``). A run that is unfinished, or
     whose files fail their checks (with a warning), is not used.
     """
     from advcore import longrun  # longrun builds on the zoo's recipes: imported when needed
@@ -386,7 +387,8 @@ def committed_run(name: str, *, profile: Profile | str | None = None) -> "longru
     if not prof.committed_runs:
         return None
     for run_name, run in longrun.RUNS.items():
-        if not (run.replaces_zoo_entry and run_name == run.zoo_name and name in (run.zoo_name, run.zoo_entry)):
+        if not (run.replaces_zoo_entry and run_name == run.zoo_name and name in (run.zoo_name, run.zoo_entry)
+                and (run.profiles_replaced is None or prof.name in run.profiles_replaced)):
             continue
         try:
             state = longrun.load_state(run_name)

@@ -394,3 +394,8 @@ def test_a_finished_run_of_another_recipe_can_stand_in_for_an_entry(committed_so
             zoo.training_text(name, profile=committed_softmax))
         assert zoo.history(name, profile=committed_softmax).epochs["epoch"] == [1, 2]
     assert zoo.committed_run("softmax", profile=committed_softmax.replace(committed_runs=False)) is None
+    # a stand-in can be limited to some profiles (cnn_pgd_fast: the cpu profile; gpu trains the paper's recipe)
+    monkeypatch.setitem(longrun.RUNS, "softmax_fgsm", longrun.Run("softmax_fgsm", profile="smoke", zoo_entry="softmax",
+                                                                   profiles_replaced=("cpu",)))
+    assert zoo.committed_run("softmax", profile=committed_softmax) is None
+    assert zoo.committed_run("softmax", profile=committed_softmax.replace(name="cpu")) == longrun.RUNS["softmax_fgsm"]
