@@ -152,8 +152,7 @@ def plateau_verdict(last_quarter_gain: float, *, threshold: float = 0.15) -> str
     loss made in its last quarter of steps."""
     if last_quarter_gain < threshold:
         return "the runs climb, then flatten onto a plateau"
-    return ("the runs are still climbing when they stop, so this step budget ends before the plateau "
-            "(the paper-scale run uses more steps)")
+    return "the runs are still climbing when they stop, so this step budget ends before the plateau"
 
 
 def concentration_verdict(worst_excess: dict[str, float], *, threshold: float = 0.5) -> str:
