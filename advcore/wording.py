@@ -36,6 +36,8 @@ __all__ = [
     "stronger_attack",
     "hidden_layer_verdict",
     "training_budget",
+    "long_run_differences",
+    "reevaluation_verdict",
 ]
 
 
@@ -210,3 +212,37 @@ def training_budget(updates: int, *, key: str = "madry.mnist.iterations", tolera
     relation = compare(share, 1.0, tolerance=tolerance,
                        words=(f"{share:.1f} times", f"{100 * share:.2g}% of", "about as many as"))
     return f"{updates:,} weight updates, {relation} the {papers.cite(key)}"
+
+
+def long_run_differences(*, epochs: int, training_images: int, weight_updates: int, fast_start: float,
+                         pieces: int, trained_on: str, precision: str, fresh_optimizer_resumes: int,
+                         evaluated_on: dict[str, int]) -> str:
+    """Chapter 9: how a committed long CPU run differs from Madry et al.'s, from its records.
+
+    ``fast_start``: share of the epochs trained on one-step FGSM (0: none); ``evaluated_on``:
+    evaluation name -> test images (the largest count is the whole test set).
+    """
+    full = max(evaluated_on.values())
+    fewer = {attack: images for attack, images in evaluated_on.items() if images < full}
+    return (f"It trained for {epochs} epochs of {training_images:,} images, {training_budget(weight_updates)}"
+            + (f"; the first {fast_start:.0%} of the epochs on one-step FGSM examples from a random start (Wong "
+               "et al.'s fast training) instead of PGD-40" if fast_start else "")
+            + f"; in {pieces} pieces on {trained_on} in {precision}, "
+            + (f"{fresh_optimizer_resumes} of which resumed from the committed float16 weights with a fresh Adam "
+               "optimizer (a new machine has no full checkpoint)" if fresh_optimizer_resumes else
+               "each continuing from its predecessor's full checkpoint")
+            + f". It is evaluated on all {full:,} test images"
+            + ("" if not fewer else ", except " + " and ".join(f"{attack} on {n:,}" for attack, n in fewer.items()))
+            + ".")
+
+
+def reevaluation_verdict(accuracy: float, n: int, *, recorded: float, recorded_n: int, what: str) -> str:
+    """Whether a committed model re-evaluated on ``n`` images agrees with its recorded accuracy
+    (on ``recorded_n`` images): within two binomial standard errors of a rate measured on ``n``."""
+    margin = 2 * (recorded * (1 - recorded) / n) ** 0.5
+    agrees = abs(accuracy - recorded) <= margin
+    return (f"{what} leaves the model {percent(accuracy)} accurate on the first {n:,} test images; the committed "
+            f"evaluation on {recorded_n:,} images says {percent(recorded)}: "
+            + ("within" if agrees else "*outside*")
+            + f" two standard errors of a rate measured on {n:,} images (±{percent(margin)})"
+            + ("." if agrees else ": the committed weights or the evaluation differ from what was recorded."))

@@ -247,6 +247,13 @@ def test_two_finished_runs_are_shown_in_chapter_9s_layout_with_their_evaluations
     assert mnist["recipes"]["PGD-trained"]["weight_updates"] == len(history.steps["loss"]) > 0
     assert mnist["recipes"]["PGD-trained"]["evaluated_on"] == {"natural": robust_state["final"]["test_examples"],
                                                                "PGD-40 (step 0.01)": 50}
+    from advcore import wording  # chapter 9's sentence, from these records
+
+    recipe = mnist["recipes"]["PGD-trained"]
+    text = wording.long_run_differences(fast_start=0.0, **{key: recipe[key] for key in (
+        "epochs", "training_images", "weight_updates", "pieces", "trained_on", "precision",
+        "fresh_optimizer_resumes", "evaluated_on")})
+    assert "in 2 pieces" in text and "except PGD-40 (step 0.01) on 50." in text
 
 
 def test_the_command_line_prints_a_summary_per_piece_and_the_status(tiny_run, capsys) -> None:

@@ -97,3 +97,24 @@ def test_training_budget_says_how_a_run_compares_with_the_papers() -> None:
     assert "2.0 times the 100,000" in wording.training_budget(200_000)
     with pytest.raises(ValueError, match="positive"):
         wording.training_budget(0)
+
+
+def test_long_run_differences_from_the_runs_records() -> None:
+    facts = dict(epochs=30, training_images=55_000, weight_updates=33_000, fast_start=1 / 3, pieces=20,
+                 trained_on="cpu: x86_64 (2 cores)", precision="float32", fresh_optimizer_resumes=3,
+                 evaluated_on={"natural": 10_000, "PGD-40": 10_000, "PGD-100, 20 restarts": 1_000})
+    text = wording.long_run_differences(**facts)
+    assert text.startswith("It trained for 30 epochs of 55,000 images, 33,000 weight updates, 33% of")
+    assert "the first 33% of the epochs on one-step FGSM" in text and "3 of which resumed" in text
+    assert text.endswith("evaluated on all 10,000 test images, except PGD-100, 20 restarts on 1,000.")
+    plain = wording.long_run_differences(**{**facts, "fast_start": 0.0, "fresh_optimizer_resumes": 0,
+                                            "evaluated_on": {"natural": 10_000}})
+    assert "FGSM" not in plain and "each continuing from its predecessor's full checkpoint" in plain
+    assert plain.endswith("evaluated on all 10,000 test images.")
+
+
+def test_reevaluation_verdict_both_outcomes() -> None:
+    agree = wording.reevaluation_verdict(0.905, 1_000, recorded=0.92, recorded_n=10_000, what="PGD-40")
+    assert "within two standard errors" in agree and "(±1.7%)" in agree
+    differ = wording.reevaluation_verdict(0.85, 1_000, recorded=0.92, recorded_n=10_000, what="PGD-40")
+    assert "*outside*" in differ and "differ from what was recorded" in differ
