@@ -850,11 +850,14 @@ def main(argv: list[str] | None = None) -> int:
     piece.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     piece.add_argument("--root", default=None, help="results folder (default: the checkout's results/)")
     piece.add_argument("--commit", action="store_true", help="git add and commit the run folder when done")
+    piece.add_argument("--pieces", type=int, default=1,
+                       help="train up to this many pieces one after another (each one committed with --commit)")
     scape = commands.add_parser("landscape", help="one piece of the 10^5-restart landscape on a run's model")
     scape.add_argument("run", choices=sorted(RUNS))
     scape.add_argument("--image", type=int, required=True, help=f"MNIST test image, 0-{LANDSCAPE['images'] - 1}")
-    scape.add_argument("--block", type=int, required=True,
-                       help=f"which {LANDSCAPE['block']:,} restarts (0-{LANDSCAPE['restarts'] // LANDSCAPE['block'] - 1})")
+    scape.add_argument("--block", type=_blocks, required=True,
+                       help=f"which {LANDSCAPE['block']:,} restarts (0-{LANDSCAPE['restarts'] // LANDSCAPE['block'] - 1}), "
+                       "or a range of blocks made one after another, e.g. 0-9")
     scape.add_argument("--threads", type=int, default=None)
     scape.add_argument("--root", default=None)
     scape.add_argument("--commit", action="store_true", help="git add and commit the piece when done")
@@ -881,12 +884,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command == "landscape":
-        piece = landscape_piece(args.run, image=args.image, block=args.block, root=args.root)
-        print(f"{args.run}: landscape image {args.image}, block {args.block}: {piece['restarts']:,} restarts in "
-              f"{piece['wall_time_s'] / 60:.1f} min ({piece['cpu_time_s'] / 60:.1f} CPU min)", flush=True)
-        if args.commit:
-            _git_commit(_landscape_dir(args.run, args.root), f"results/runs/{args.run}: landscape image {args.image}, "
-                        f"block {args.block} ({piece['wall_time_s'] / 60:.0f} min)")
+        for block in args.block:
+            piece = landscape_piece(args.run, image=args.image, block=block, root=args.root)
+            print(f"{args.run}: landscape image {args.image}, block {block}: {piece['restarts']:,} restarts in "
+                  f"{piece['wall_time_s'] / 60:.1f} min ({piece['cpu_time_s'] / 60:.1f} CPU min)", flush=True)
+            if args.commit:
+                _git_commit(_landscape_dir(args.run, args.root), f"results/runs/{args.run}: landscape image "
+                            f"{args.image}, block {block} ({piece['wall_time_s'] / 60:.0f} min)")
         return 0
     if args.command == "evaluate":
         result = evaluate_run(args.run, args.attack, root=args.root)
@@ -896,19 +900,34 @@ def main(argv: list[str] | None = None) -> int:
         if args.commit:
             _git_commit(_evaluations_path(args.run, args.root), f"results/runs/{args.run}: evaluation {args.attack}")
         return 0
-    entry = run_piece(args.run, epochs=args.epochs, root=args.root)
-    if entry.get("finished"):
-        print(f"{args.run}: already finished; nothing to do")
-        return 0
-    last = entry["last_epoch"]
-    print(f"{args.run}: piece {entry['index']} done, epochs {entry['epochs'][0]}-{entry['epochs'][1]} in "
-          f"{entry['wall_time_s'] / 60:.1f} min ({entry['cpu_time_s'] / 60:.1f} CPU min); validation accuracy "
-          f"clean {last.get('val_clean_acc', float('nan')):.4f}, adversarial {last.get('val_adv_acc', float('nan')):.4f}",
-          flush=True)
-    if args.commit:
-        _git_commit(run_dir(args.run, root=args.root), f"results/runs/{args.run}: piece {entry['index']} "
-                    f"(epochs {entry['epochs'][0]}-{entry['epochs'][1]}, {entry['wall_time_s'] / 60:.0f} min)")
+    for _ in range(args.pieces):
+        entry = run_piece(args.run, epochs=args.epochs, root=args.root)
+        if entry.get("finished"):
+            print(f"{args.run}: already finished; nothing to do")
+            return 0
+        last = entry["last_epoch"]
+        print(f"{args.run}: piece {entry['index']} done, epochs {entry['epochs'][0]}-{entry['epochs'][1]} in "
+              f"{entry['wall_time_s'] / 60:.1f} min ({entry['cpu_time_s'] / 60:.1f} CPU min); validation accuracy "
+              f"clean {last.get('val_clean_acc', float('nan')):.4f}, adversarial "
+              f"{last.get('val_adv_acc', float('nan')):.4f}", flush=True)
+        if args.commit:
+            _git_commit(run_dir(args.run, root=args.root), f"results/runs/{args.run}: piece {entry['index']} "
+                        f"(epochs {entry['epochs'][0]}-{entry['epochs'][1]}, {entry['wall_time_s'] / 60:.0f} min)")
     return 0
+
+
+def _blocks(text: str) -> list[int]:
+    """``"3"`` -> ``[3]``, ``"0-9"`` -> ``[0, ..., 9]`` (the command line's landscape blocks)."""
+    import argparse
+
+    first, _, last = text.partition("-")
+    try:
+        blocks = list(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a block is a number or a range like 0-9, got {text!r}") from None
+    if not blocks:
+        raise argparse.ArgumentTypeError(f"the range {text!r} holds no block: write the lower end first")
+    return blocks
 
 
 def _git_commit(path: Path, message: str) -> None:

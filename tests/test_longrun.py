@@ -264,6 +264,15 @@ def test_the_command_line_prints_a_summary_per_piece_and_the_status(tiny_run, ca
     assert "piece 0 done, epochs 1-1" in summary and "validation accuracy clean" in summary
     longrun.main(["status", "tiny", "--root", str(tiny_run)])
     assert "1 of 2 epochs in 1 piece(s)" in capsys.readouterr().out
+    # --pieces: one piece after another until the run is finished
+    assert longrun.main(["piece", "tiny", "--epochs", "1", "--pieces", "5", "--root", str(tiny_run)]) == 0
+    summary = capsys.readouterr().out
+    assert "piece 1 done, epochs 2-2" in summary and "already finished; nothing to do" in summary
+    assert longrun._blocks("0-2") == [0, 1, 2] and longrun._blocks("4") == [4]
+    for bad in ("9-0", "a-b"):
+        with pytest.raises(SystemExit):
+            longrun.main(["landscape", "tiny", "--image", "0", "--block", bad, "--root", str(tiny_run)])
+    assert "a block is a number or a range" in capsys.readouterr().err
 
 
 def test_a_code_change_that_changes_trains_checkpoint_key_does_not_strand_a_run(tiny_run, tmp_path) -> None:
