@@ -780,12 +780,13 @@ def fast_memory_format(model: Callable[[Tensor], Tensor], x: Tensor) -> Iterator
     # convolution runs NCHW and its second NHWC converts activations at every layer (measured:
     # 0.92x of plain NCHW for PGD on Madry's CNN where true NHWC gives 1.27x). ``.to`` restrides
     # it, and returns a tensor already laid out so as it is.
-    params = [param for param in model.parameters()  # type: ignore[union-attr]
-              if param.dim() == 4 and param.data.to(memory_format=memory_format) is not param.data]
+    restrided = [(param, param.data.to(memory_format=memory_format))
+                 for param in model.parameters() if param.dim() == 4]  # type: ignore[union-attr]
+    params = [param for param, data in restrided if data is not param.data]
     originals = [param.data for param in params]
     try:
-        for param in params:
-            param.data = param.data.to(memory_format=memory_format)
+        for param, data in restrided:
+            param.data = data
         yield x.to(memory_format=memory_format)
     finally:
         with torch.no_grad():
