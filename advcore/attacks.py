@@ -732,13 +732,12 @@ def attack_mode(model: Callable[[Tensor], Tensor]) -> Iterator[None]:
 
 
 #: Where channels-last (NHWC) pays for conv nets, by device type. Measured for Madry et al.'s
-#: MNIST CNN (PGD, one thread, ``benchmarks/README.md``): 1.4x faster on an AVX-512 EPYC CPU
-#: (the speed issue), 1.24x on an AVX-512 Xeon; 0.84-0.87x (slower) on an AVX2-only EPYC, but
-#: that was measured while the first convolution was left NCHW (see fast_memory_format), so it
-#: stays off there until measured again; NHWC is cuDNN's fast layout on CUDA.
+#: MNIST CNN (one thread, CPU time, ``benchmarks/README.md``): PGD 1.4x faster on an AVX-512 EPYC
+#: (the speed issue), 1.24x on an AVX-512 Xeon, 1.11x on an AVX2-only EPYC (PGD training 1.09x
+#: there); NHWC is cuDNN's fast layout on CUDA. Off on CPUs without AVX2 (not measured).
 CHANNELS_LAST: dict[str, bool] = {
     "cuda": True,
-    "cpu": torch.backends.cpu.get_cpu_capability().startswith("AVX512"),
+    "cpu": torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AVX2")),
 }
 
 
@@ -746,8 +745,8 @@ def preferred_memory_format(model: Callable[[Tensor], Tensor], x: Tensor) -> tor
     """The memory format in which ``model`` runs fastest on the 4-D batch ``x``.
 
     ``torch.channels_last`` (NHWC) for an ``nn.Module`` with 2-D convolutions on a 4-D
-    batch on a device where it pays (:data:`CHANNELS_LAST`: CUDA, and CPUs with AVX-512,
-    whose oneDNN NHWC convolution and pooling kernels are faster), else
+    batch on a device where it pays (:data:`CHANNELS_LAST`: CUDA, and CPUs with AVX-512 or
+    AVX2, whose oneDNN NHWC convolution and pooling kernels are faster), else
     ``torch.contiguous_format``. Only the layout in memory differs: the tensors' shapes and
     values are the same.
     """

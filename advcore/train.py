@@ -1266,7 +1266,7 @@ def train(
 
     The seed makes a run reproducible (on CPU bit for bit); the caller's global RNG state is
     left untouched. Speed: a conv net trains channels-last where that pays
-    (:data:`advcore.attacks.CHANNELS_LAST`: CUDA and AVX-512 CPUs;
+    (:data:`advcore.attacks.CHANNELS_LAST`: CUDA, AVX-512 and AVX2 CPUs;
     :func:`advcore.attacks.fast_memory_format` hands the model back in its own layout).
 
     Modes: while training, every submodule is in training mode, except that in a model in

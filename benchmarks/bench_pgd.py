@@ -2,12 +2,15 @@
 
 Measures example-steps per second (batch size x PGD steps / wall time) of an L-infinity
 PGD attack (Madry et al. 2018: eps = 0.3, step 0.01, 40 steps, random start) on Madry's
-MNIST CNN, batch 256, for six implementations on the same weights and inputs, in one
+MNIST CNN, batch 256, for seven implementations on the same weights and inputs, in one
 run, interleaved so that machine drift hits all of them alike:
 
 * ``advcore``      -- ``advcore.attacks.pgd``, its default (fast) path, on
                       ``advcore.models.MadryCNN`` (each max-pool before its ReLU);
 * ``advcore-bf16`` -- the same with ``precision="bfloat16"`` (``--no-bf16`` skips it);
+* ``advcore-other-layout`` -- the default path in the memory layout advcore does *not* pick on
+                      this device (``attacks.CHANNELS_LAST`` flipped for the call): whether
+                      that choice is right here (``--no-layout`` skips it);
 * ``plain``        -- what advcore did before its fast paths: Madry et al.'s update rule in
                       NCHW float32 with the input gradient only (``autograd.grad``), on the
                       network in the released code's layer order (conv, ReLU, pool);
@@ -99,8 +102,19 @@ def plain_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: 
     return x_adv
 
 
+def in_other_layout(attack: Callable[[Tensor, Tensor], Tensor], device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
+    """``attack`` run in the memory layout advcore does not pick on ``device`` (``bench_train.other_layout``)."""
+    from bench_train import other_layout
+
+    def flipped(x: Tensor, y: Tensor) -> Tensor:
+        with other_layout(device):
+            return attack(x, y)
+
+    return flipped
+
+
 def make_attacks(model: nn.Module, eps: float, step_size: float, steps: int,
-                 bf16: bool = True) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+                 bf16: bool = True, layout: bool = True) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
     """The implementations to compare, each a function of (x, y).
 
     ``advcore`` and ``torchattacks`` attack ``model`` itself (attack against attack);
@@ -112,6 +126,8 @@ def make_attacks(model: nn.Module, eps: float, step_size: float, steps: int,
     attacks: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
         "advcore": lambda x, y: pgd(model, x, y, eps=eps, step_size=step_size, steps=steps),
     }
+    if layout:
+        attacks["advcore-other-layout"] = in_other_layout(attacks["advcore"], next(model.parameters()).device)
     if bf16:
         attacks["advcore-bf16"] = lambda x, y: pgd(model, x, y, eps=eps, step_size=step_size, steps=steps,
                                                    precision="bfloat16")
@@ -164,8 +180,8 @@ def run_throughput(args: argparse.Namespace, device: torch.device) -> None:
     y = torch.randint(0, 10, (args.batch,), device=device)
     if torchattacks is None:
         print("torchattacks is not installed: skipping it (pip install torchattacks).")
-    attacks = make_attacks(model, args.eps, args.step_size, args.steps, bf16=args.bf16)
-    warmups = make_attacks(model, args.eps, args.step_size, 2, bf16=args.bf16)
+    attacks = make_attacks(model, args.eps, args.step_size, args.steps, bf16=args.bf16, layout=args.layout)
+    warmups = make_attacks(model, args.eps, args.step_size, 2, bf16=args.bf16, layout=args.layout)
     times, results = time_attacks(attacks, warmups, x, y, eps=args.eps, repeats=args.repeats)
     work = args.batch * args.steps
     wall = {name: statistics.median(t[0] for t in runs) for name, runs in times.items()}
@@ -178,6 +194,10 @@ def run_throughput(args: argparse.Namespace, device: torch.device) -> None:
         with torch.no_grad():
             loss = F.cross_entropy(model.eval()(results[name]), y).item()
         print(f"  {name:21s} {wall[name]:7.2f} {work / wall[name]:16,.0f} {cpu[name]:7.2f}   {loss:.3f}")
+    if "advcore-other-layout" in wall:
+        print(f"  speed of advcore's layout / the other layout: {wall['advcore-other-layout'] / wall['advcore']:.2f}x "
+              f"by wall time, {cpu['advcore-other-layout'] / cpu['advcore']:.2f}x by CPU time "
+              "(>1: advcore's choice is right here)")
     for mine in [name for name in ("advcore", "advcore-bf16") if name in wall]:
         for other in ("plain", "textbook", "torchattacks", "torchattacks-released"):
             if other in wall:
@@ -223,6 +243,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per implementation")
     parser.add_argument("--threads", default=None, help="torch.set_num_threads (CPU), comma-separated: 1,2")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip advcore-bf16")
+    parser.add_argument("--no-layout", dest="layout", action="store_false", help="skip advcore-other-layout")
     parser.add_argument("--landscape", action="store_true", help="time the many-restart landscape case instead")
     parser.add_argument("--restarts", type=int, default=100_000)
     parser.add_argument("--landscape-steps", type=int, default=100)

@@ -10,6 +10,8 @@ Adam, batch 50) on the first ``--examples`` MNIST training images, three ways, i
                             (history per step, no per-epoch evaluation, no checkpoint): the
                             default fast path (channels-last, float32);
 * ``advcore.train bf16`` -- the same with ``precision="bfloat16"`` (``--precisions``);
+* ``advcore.train other layout`` -- the default path in the memory layout advcore does *not*
+                            pick on this device (``attacks.CHANNELS_LAST`` flipped for the run);
 * ``bare loop``          -- ``x_adv = advcore.attacks.pgd(...)``, one Adam step, nothing recorded;
 * ``reference``          -- the plain loop, what advcore did before its fast paths: PGD written
                             inline in NCHW float32 (input gradient only), one Adam step, on the
@@ -44,11 +46,12 @@ Needs MNIST (``ADVCORE_DATA=../shared/data`` offline).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +69,18 @@ def step_size_for(steps: int) -> float:
     return MADRY_STEP if steps == 40 else attacks.pgd_step_size(EPS, steps)
 
 
+@contextlib.contextmanager
+def other_layout(device: torch.device) -> Iterator[None]:
+    """Inside the block advcore runs conv nets on ``device`` in the memory layout it does not
+    pick by default (:data:`advcore.attacks.CHANNELS_LAST` flipped, restored on exit)."""
+    default = attacks.CHANNELS_LAST.get(device.type, False)
+    attacks.CHANNELS_LAST[device.type] = not default
+    try:
+        yield
+    finally:
+        attacks.CHANNELS_LAST[device.type] = default
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -77,6 +92,11 @@ def run_advcore(model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace
     train.train(model, TensorDataset(x, y), objective=objective, epochs=1, batch_size=args.batch_size,
                 lr=1e-4, monitor=None, eval_train_examples=0, progress=False, device=args.device,
                 precision=precision, seed=0)
+
+
+def run_in_other_layout(model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace) -> None:
+    with other_layout(torch.device(args.device)):
+        run_advcore(model, x, y, args)
 
 
 def _reference(model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace,
@@ -137,6 +157,7 @@ def throughput(args: argparse.Namespace) -> None:
     for precision in args.precisions:
         if precision != "float32":
             runners[f"advcore.train {precision}"] = lambda *a, p=precision: run_advcore(*a, precision=p)
+    runners["advcore.train other layout"] = run_in_other_layout
     runners.update({"bare loop": run_reference, "reference": run_reference_inline})
     warm = TensorDataset(x[: 2 * args.batch_size], y[: 2 * args.batch_size]).tensors
     for name, runner in runners.items():  # warm-up: allocator, kernels, cuDNN autotuning

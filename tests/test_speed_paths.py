@@ -32,7 +32,7 @@ DIFFERING_PIXELS = 0.01  # fraction of pixels allowed to end elsewhere
 
 @pytest.fixture(autouse=True)
 def channels_last_everywhere(monkeypatch) -> None:
-    """Exercise the channels-last path even on CPUs where it is not the default (AVX2)."""
+    """Exercise the channels-last path even on CPUs where it is not the default (without AVX2)."""
     monkeypatch.setitem(attacks.CHANNELS_LAST, "cpu", True)
 LOSS_TOLERANCE = 0.01  # relative difference of the mean loss reached
 
