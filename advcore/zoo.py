@@ -50,7 +50,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from advcore import data, models, storage
+from advcore import data, models, papers, storage
 from advcore.attacks import AttackSpec, pgd_step_size
 from advcore.papers import ALPHA, CIFAR_EPS, MADRY_EPS, MNIST_EPS  # the papers' settings, one home
 from advcore import train as training
@@ -517,6 +517,13 @@ def training_steps(name: str, *, profile: Profile | str | None = None) -> int:
     early stopping keeps an earlier epoch), e.g. to set beside Madry et al.'s 100,000 steps of batch 50."""
     rec = recipe(name, profile=profile)
     return rec.epochs * -(-_training_images(rec) // rec.batch_size)
+
+
+def trained_less_than_madry(name: str, *, profile: Profile | str | None = None) -> bool:
+    """Whether the model :func:`get` returns for ``name`` had fewer weight updates
+    (:func:`training_steps`) than Madry et al.'s MNIST network (100,000 steps of batch 50), so that
+    a chapter may say a shorter run tends to leave a less accurate and less robust model."""
+    return training_steps(name, profile=profile) < papers.number("madry.mnist.iterations").value
 
 
 def trained_alike(*names: str, profile: Profile | str | None = None) -> bool:

@@ -322,6 +322,14 @@ def test_profiles_that_use_committed_runs_load_them_instead_of_training(committe
     assert zoo.training_steps("softmax", profile=own) == rec.epochs * -(-300 // rec.batch_size)
 
 
+def test_trained_less_than_madry_counts_the_weight_updates() -> None:
+    """Madry et al.'s MNIST schedule (the gpu profile: 91 epochs of 1,100 batches of 50) is not
+    shorter than their 100,000 steps; the smoke profile's short run is."""
+    assert zoo.training_steps("cnn_pgd", profile="gpu") == 91 * 1_100
+    assert not zoo.trained_less_than_madry("cnn_pgd", profile="gpu")
+    assert zoo.trained_less_than_madry("cnn_pgd", profile="smoke")
+
+
 def test_a_damaged_committed_run_is_not_used(committed_softmax, monkeypatch) -> None:
     from advcore import longrun
 
