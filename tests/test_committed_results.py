@@ -201,11 +201,12 @@ def test_every_committed_run_loads_verified() -> None:
 
 #: Test images (of 10,000) by which a clean error re-measured on another machine may differ.
 CLEAN_ROUNDING = 2
-#: The same for an FGSM error: 0.1 percentage point, the precision the book prints. FGSM takes
-#: the sign of every gradient coordinate, and a coordinate near zero can change sign with the
-#: CPU's summation order: measured, 3-6 images for four maxout runs recorded on an AVX2 EPYC
-#: and re-evaluated on an AVX-512 Xeon (their clean errors: within 2).
-ATTACK_ROUNDING = 10
+#: The same for an FGSM error. FGSM takes the sign of every gradient coordinate, and a
+#: coordinate near zero can change sign with the CPU's summation order: measured, 3-6 images for
+#: four maxout runs recorded on an AVX2 EPYC and re-evaluated on an AVX-512 Xeon, and 11 and 4
+#: (maxout_rotation, maxout_scaledgrad; 0 for the eleven other runs) re-evaluated on another
+#: AVX2 EPYC (2026-12-02); their clean errors within 2. Twice the largest: 0.22 percentage point.
+ATTACK_ROUNDING = 22
 
 
 @pytest.mark.parametrize("name", _finished_runs())
