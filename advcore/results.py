@@ -125,12 +125,15 @@ def _git_commit() -> str | None:
 
 
 def _device_name(device: torch.device | str | None) -> str:
+    """E.g. ``"cuda: NVIDIA H200"`` or ``"cpu: x86_64 AVX2 (2 cores)"``: on a CPU, torch's vector
+    capability (``AVX2``, ``AVX512``), which sets the speed of a run (``benchmarks/README.md``)."""
     device = torch.device(device) if device is not None else None
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"{device.type}: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    capability = f" {torch.backends.cpu.get_cpu_capability()}" if device.type == "cpu" else ""
+    return f"{device.type}: {platform.processor() or platform.machine()}{capability} ({os.cpu_count()} cores)"
 
 
 def _version(package: str) -> str | None:

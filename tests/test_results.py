@@ -42,6 +42,8 @@ def test_roundtrip_with_provenance(tmp_path):
     assert p["command"].startswith("python -m advcore")
     assert p["torch"] == torch.__version__ and p["device"] and p["created_utc"].endswith("Z")
     assert "git_commit" in p and "advcore" in p
+    if p["device"].startswith("cpu"):  # the vector capability that sets a CPU run's speed
+        assert torch.backends.cpu.get_cpu_capability() in p["device"]
     assert "smoke" in result.describe() and result.profile == "smoke"
     assert set(result.keys()) >= {"final_losses", "eps"} and "eps" in result
     with pytest.raises(KeyError, match="no 'nope'"):
