@@ -219,15 +219,17 @@ def _sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def _read_verified(folder: Path, filename: str, manifest: dict[str, Any]) -> bytes:
+def _read_verified(folder: Path, filename: str, manifest: dict[str, Any], *, listed_in: str = "run.json") -> bytes:
+    """The bytes of ``folder/filename``, checked against the SHA-256 that ``manifest["files"]`` (read
+    from ``listed_in``) records for it."""
     expected = manifest.get("files", {}).get(filename)
     path = folder / filename
     if expected is None or not path.is_file():
-        raise LongRunError(f"{path} is missing (run.json lists {sorted(manifest.get('files', {}))}); "
+        raise LongRunError(f"{path} is missing ({listed_in} lists {sorted(manifest.get('files', {}))}); "
                            "check out the committed results/ again or delete the run folder to start afresh.")
     content = path.read_bytes()
     if _sha256(content) != expected:
-        raise LongRunError(f"{path} is damaged: its SHA-256 differs from run.json's. Restore it with "
+        raise LongRunError(f"{path} is damaged: its SHA-256 differs from {listed_in}'s. Restore it with "
                            f"`git checkout -- {path}`; it is not used.")
     return content
 
@@ -629,7 +631,9 @@ def landscape_piece(model_run: str, *, image: int, block: int, root: str | Path 
     pieces can be made in any order, on any machine, and together are ``settings["restarts"]``
     independent uniform starts. Block 0 also traces the loss of its first ``traced`` restarts
     at every iterate. Writes ``landscape/img<k>-block<b>.npz`` (final losses and predictions)
-    and records it, with its SHA-256 and provenance, in ``landscape/landscape.json``.
+    and its record ``img<k>-block<b>.json`` (settings, model, SHA-256, provenance): no file is
+    shared between pieces, so pieces made in parallel (two worktrees, two machines) merge in git
+    without conflict. Returns the piece's entry of the record.
     """
     from advcore.landscape import pgd_landscape
 
@@ -637,6 +641,9 @@ def landscape_piece(model_run: str, *, image: int, block: int, root: str | Path 
     blocks = -(-settings["restarts"] // settings["block"])
     if not (0 <= image < settings["images"]) or not (0 <= block < blocks):
         raise ValueError(f"image must be in [0, {settings['images']}) and block in [0, {blocks}), got {image}, {block}.")
+    folder = _landscape_dir(model_run, root)
+    model_record = {"run": model_run, "weights_sha256": _weights_sha256(load_state(model_run, root=root))}
+    _check_landscape_pieces(folder, settings, model_record)  # before the hours of work, not after
     model = load_weights(model_run, root=root)
     x, y = data.load_mnist("test", limit=settings["images"]).tensors
     restarts = min(settings["block"], settings["restarts"] - block * settings["block"])
@@ -651,60 +658,70 @@ def landscape_piece(model_run: str, *, image: int, block: int, root: str | Path 
               "traces": result.traces[0].numpy(), "label": np.asarray(int(y[image]))}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    folder = _landscape_dir(model_run, root)
     filename = f"img{image}-block{block:03d}.npz"
-    storage.atomic_write_bytes(folder / filename, buffer.getvalue())
-    run_state = load_state(model_run, root=root)
-    weights_sha256 = _weights_sha256(run_state)
-    manifest = _landscape_manifest(folder, settings)
-    if manifest.setdefault("model", {"run": model_run, "weights_sha256": weights_sha256})["weights_sha256"] != weights_sha256:
-        raise LongRunError(
-            f"{folder} holds landscape pieces of other weights of run {model_run!r} (the run has trained on "
-            "since); a landscape is of one model: move the folder away to start one for the current weights.")
-    manifest["pieces"][filename] = {
-        "image": image, "block": block, "restarts": restarts, "sha256": _sha256(buffer.getvalue()),
+    piece = {
+        "file": filename, "image": image, "block": block, "restarts": restarts, "sha256": _sha256(buffer.getvalue()),
         "wall_time_s": round(wall, 1), "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
         **{k: v for k, v in provenance(profile=_run(model_run).profile, wall_time_s=wall).items()
            if k in ("device", "torch", "git_commit", "created_utc")},
     }
-    storage.atomic_write_bytes(folder / "landscape.json", json.dumps(storage.seal(manifest), indent=1).encode())
-    return manifest["pieces"][filename]
+    record = {"format": FORMAT, "settings": settings, "model": model_record, "piece": piece}
+    # The data first, then the record that vouches for it: a piece without its record is not read.
+    storage.atomic_write_bytes(folder / filename, buffer.getvalue())
+    storage.atomic_write_bytes(folder / f"{Path(filename).stem}.json", json.dumps(storage.seal(record), indent=1).encode())
+    return piece
 
 
-def _landscape_manifest(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    path = folder / "landscape.json"
-    if not path.exists():
-        return {"format": FORMAT, "settings": settings, "pieces": {}}
-    manifest = _read_landscape_manifest(path)
-    if manifest.get("settings") != settings:
-        raise LongRunError(f"{path} was made with other settings ({manifest.get('settings')}); move it away "
-                           "to start a landscape with the new ones.")
-    return manifest
+def _landscape_records(folder: Path) -> list[dict[str, Any]]:
+    """The sealed records of the landscape pieces in ``folder`` (a damaged one raises)."""
+    records = []
+    for path in sorted(folder.glob("img*-block*.json")):
+        try:
+            record = json.loads(path.read_text())
+            storage.check_seal(record, known={"format", "settings", "model", "piece"}, what=str(path))
+            if storage.SEAL not in record or record["format"] != FORMAT:
+                raise ValueError("it has no seal or another format")
+            if record["piece"]["file"] != f"{path.stem}.npz":
+                raise ValueError(f"it vouches for {record['piece']['file']}, not {path.stem}.npz")
+        except (ValueError, KeyError, TypeError) as error:
+            raise LongRunError(f"{path} is unreadable or damaged ({error}); restore it from git.") from error
+        records.append(record)
+    return records
 
 
-def _read_landscape_manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads(path.read_text())
-        storage.check_seal(manifest, known={"format", "settings", "pieces", "model"}, what=str(path))
-    except ValueError as error:
-        raise LongRunError(f"{path} is unreadable or damaged ({error}); restore it from git.") from error
-    return {k: v for k, v in manifest.items() if k != storage.SEAL}
+def _check_landscape_pieces(folder: Path, settings: dict[str, Any], model: dict[str, str]) -> None:
+    """Refuse to add a piece of other settings or other weights to the landscape in ``folder``."""
+    for record in _landscape_records(folder):
+        if record["settings"] != settings:
+            raise LongRunError(f"{folder} holds landscape pieces made with other settings ({record['settings']}); "
+                               "move the folder away to start a landscape with the new ones.")
+        if record["model"] != model:
+            raise LongRunError(
+                f"{folder} holds landscape pieces of other weights of run {model['run']!r} (the run has trained on "
+                "since); a landscape is of one model: move the folder away to start one for the current weights.")
 
 
 def load_landscape(model_run: str, *, root: str | Path | None = None) -> dict[str, Any] | None:
     """The committed landscape pieces of ``model_run``, gathered per image (verified), or None.
 
-    Returns ``{"settings", "images": {k: {"final_losses" (R_k,), "final_predictions" (R_k,),
-    "traces" (T, steps + 1), "label", "restarts"}}, "pieces"}``; ``R_k`` counts the restarts
-    committed so far for image ``k`` (blocks in order).
+    Returns ``{"settings", "model", "images": {k: {"final_losses" (R_k,), "final_predictions" (R_k,),
+    "traces" (T, steps + 1), "label", "restarts"}}, "pieces": {file: record}}``; ``R_k`` counts the
+    restarts committed so far for image ``k`` (blocks in order). Pieces of different settings or
+    weights in one folder raise :class:`LongRunError`.
     """
     folder = _landscape_dir(model_run, root)
-    if not (folder / "landscape.json").exists():
+    records = _landscape_records(folder) if folder.is_dir() else []
+    if not records:
         return None
-    manifest = _read_landscape_manifest(folder / "landscape.json")
+    for record in records[1:]:
+        if (record["settings"], record["model"]) != (records[0]["settings"], records[0]["model"]):
+            raise LongRunError(f"{folder} mixes landscape pieces of different settings or weights "
+                               f"({record['piece']['file']} and {records[0]['piece']['file']}); restore it from git.")
+    pieces = {record["piece"]["file"]: record["piece"] for record in records}
     images: dict[int, dict[str, Any]] = {}
-    for filename, piece in sorted(manifest["pieces"].items(), key=lambda kv: (kv[1]["image"], kv[1]["block"])):
-        content = _read_verified(folder, filename, {"files": {filename: piece["sha256"]}})
+    for filename, piece in sorted(pieces.items(), key=lambda kv: (kv[1]["image"], kv[1]["block"])):
+        content = _read_verified(folder, filename, {"files": {filename: piece["sha256"]}},
+                                 listed_in=f"{Path(filename).stem}.json")
         with np.load(io.BytesIO(content), allow_pickle=False) as arrays:
             entry = images.setdefault(piece["image"], {"final_losses": [], "final_predictions": [],
                                                        "label": int(arrays["label"]), "traces": None})
@@ -716,8 +733,7 @@ def load_landscape(model_run: str, *, root: str | Path | None = None) -> dict[st
         entry["final_losses"] = np.concatenate(entry["final_losses"])
         entry["final_predictions"] = np.concatenate(entry["final_predictions"])
         entry["restarts"] = len(entry["final_losses"])
-    return {"settings": manifest["settings"], "images": images, "pieces": manifest["pieces"],
-            "model": manifest.get("model")}
+    return {"settings": records[0]["settings"], "images": images, "pieces": pieces, "model": records[0]["model"]}
 
 
 def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",

@@ -8,6 +8,7 @@ piece takes a second; the paper-scale runs use the same code with the ``gpu`` re
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -165,10 +166,35 @@ def test_landscape_pieces_in_any_order_gather_into_one_verified_result(tiny_run)
         longrun.landscape_piece("tiny", image=0, block=0, root=tiny_run, settings={**settings, "steps": 4})
     with pytest.raises(ValueError, match="block in"):
         longrun.landscape_piece("tiny", image=0, block=3, root=tiny_run, settings=settings)
-    piece = longrun.run_dir("tiny", root=tiny_run) / "landscape" / "img1-block000.npz"
+    folder = longrun.run_dir("tiny", root=tiny_run) / "landscape"
+    record = folder / "img1-block002.json"
+    record.write_text(record.read_text().replace('"restarts": 8', '"restarts": 9'))  # edited by hand
+    with pytest.raises(longrun.LongRunError, match="img1-block002.json is unreadable or damaged"):
+        longrun.load_landscape("tiny", root=tiny_run)
+    record.unlink()  # a piece whose record is gone is not read (its data is not vouched for)
+    assert longrun.load_landscape("tiny", root=tiny_run)["images"][1]["restarts"] == 40
+    piece = folder / "img1-block000.npz"
     piece.write_bytes(piece.read_bytes()[:-10])
     with pytest.raises(longrun.LongRunError, match="damaged"):
         longrun.load_landscape("tiny", root=tiny_run)
+
+
+def test_landscape_pieces_made_in_two_checkouts_merge_without_a_shared_file(tiny_run, tmp_path) -> None:
+    """Two worktrees (or machines) each make pieces of one landscape; copying one's files into the
+    other (what a git merge of their commits does) overwrites nothing and gathers all pieces."""
+    longrun.run_piece("tiny", epochs=1, root=tiny_run, progress=False)
+    other = tmp_path / "other-checkout"
+    shutil.copytree(tiny_run, other)
+    settings = {"restarts": 8, "block": 4, "images": 2, "steps": 2, "traced": 2, "step_size": 0.1}
+    for root, image in ((tiny_run, 0), (other, 1)):
+        for block in (0, 1):
+            longrun.landscape_piece("tiny", image=image, block=block, root=root, settings=settings, progress=False)
+    here, there = (longrun.run_dir("tiny", root=root) / "landscape" for root in (tiny_run, other))
+    assert not {path.name for path in here.iterdir()} & {path.name for path in there.iterdir()}
+    for path in there.iterdir():
+        shutil.copy(path, here / path.name)
+    gathered = longrun.load_landscape("tiny", root=tiny_run)
+    assert sorted(gathered["images"]) == [0, 1] and all(v["restarts"] == 8 for v in gathered["images"].values())
 
 
 def test_two_runs_complete_landscapes_are_shown_side_by_side_for_chapter_8(tiny_run, monkeypatch) -> None:
