@@ -705,7 +705,7 @@ def load_landscape(model_run: str, *, root: str | Path | None = None) -> dict[st
     """The committed landscape pieces of ``model_run``, gathered per image (verified), or None.
 
     Returns ``{"settings", "model", "images": {k: {"final_losses" (R_k,), "final_predictions" (R_k,),
-    "traces" (T, steps + 1), "label", "restarts"}}, "pieces": {file: record}}``; ``R_k`` counts the
+    "traces" (T, steps + 1), "label", "restarts"}}, "pieces": {file: piece entry}}``; ``R_k`` counts the
     restarts committed so far for image ``k`` (blocks in order). Pieces of different settings or
     weights in one folder raise :class:`LongRunError`.
     """
