@@ -44,7 +44,8 @@ from advcore.attacks import (
 )
 from advcore.checks import check_int, check_number, check_pgd_inputs
 
-__all__ = ["DistinctMaxima", "Landscape", "cluster_perturbations", "distinct_maxima", "pgd_landscape"]
+__all__ = ["DistinctMaxima", "Landscape", "cluster_perturbations", "distinct_maxima", "far_out_restarts",
+           "pgd_landscape"]
 
 #: Rows of random starts drawn per call, so that the numbers depend on the seed only,
 #: not on the chunk size (hence not on the memory budget or the machine).
@@ -90,6 +91,30 @@ class Landscape:
             "q95": quantiles[2], "max": losses.max(1).values, "mean": losses.mean(1),
             "std": losses.std(1) if losses.shape[1] > 1 else torch.zeros(losses.shape[0], dtype=losses.dtype),
         }
+
+
+def far_out_restarts(final_losses: Tensor | np.ndarray) -> tuple[int, int]:
+    """How many restarts end far from the bulk of one example's final losses: ``(above, below)``.
+
+    Madry et al. (2018, App. A) find the final losses of 10^5 restarts "concentrated without
+    extreme outliers". An extreme outlier here is Tukey's (1977) "far out" value: beyond the
+    upper quartile plus three interquartile ranges (or the lower quartile minus three), judged
+    on the *logarithm* of the losses, because losses are positive, skewed towards zero and a
+    robust model's lie orders of magnitude below a plain one's. For log-normal losses the upper
+    fence is 4.7 standard deviations out: about one restart in 10^6 crosses it by chance.
+
+    ``final_losses``: ``(R,)`` final losses of ``R`` restarts of one example (``R >= 4``). Losses
+    of exactly 0 (float32 underflow of a very confident prediction) count as the smallest float32.
+    """
+    losses = torch.as_tensor(np.asarray(final_losses), dtype=torch.float64).flatten()
+    if losses.numel() < 4:
+        raise ValueError(f"far_out_restarts needs at least 4 final losses to have quartiles; got {losses.numel()}.")
+    if not torch.isfinite(losses).all() or (losses < 0).any():
+        raise ValueError("far_out_restarts: final losses must be finite and >= 0 (cross-entropy values).")
+    logs = losses.clamp_min(torch.finfo(torch.float32).tiny).log()
+    q1, q3 = torch.quantile(logs, torch.tensor([0.25, 0.75], dtype=logs.dtype))
+    spread = q3 - q1
+    return int((logs > q3 + 3 * spread).sum()), int((logs < q1 - 3 * spread).sum())
 
 
 def pgd_landscape(

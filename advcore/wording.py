@@ -157,16 +157,29 @@ def plateau_verdict(last_quarter_gain: float, *, threshold: float = 0.15) -> str
     return "the runs are still climbing when they stop, so this step budget ends before the plateau"
 
 
-def concentration_verdict(worst_excess: dict[str, float], *, threshold: float = 0.5) -> str:
-    """Chapter 8: does any restart's final loss stand out? ``worst_excess[model]``: largest
-    ``(max - median) / median`` over the images."""
+def concentration_verdict(far_out: dict[str, tuple[int, int]], worst_excess: dict[str, float], *,
+                          restarts: dict[str, int]) -> str:
+    """Chapter 8: does any restart's final loss stand out? Per model: ``far_out[model]``, how many
+    restarts end beyond the upper and the lower far-out fence (:func:`advcore.landscape.far_out_restarts`,
+    summed over the images); ``worst_excess[model]``, the largest ``(max - median) / median`` over the
+    images; ``restarts[model]``, how many restarts there were in all."""
     excess = " and ".join(f"{v:.0%} ({m})" for m, v in worst_excess.items())
-    if all(v <= threshold for v in worst_excess.values()):
-        return (f"No restart stands out: the best restart exceeds the median by at most {excess} of the "
-                "median, so no random start found a perturbation much worse than what a typical PGD run finds.")
-    outliers = [m for m, v in worst_excess.items() if v > threshold]
-    return (f"Some restarts stand out ({', '.join(outliers)}): the best restart exceeds the median by up to "
-            f"{excess} of the median, so here a typical PGD run is not as good as the best of many.")
+    fence = "Tukey's far-out fence, judged on the log of the losses"
+    above = {m: counts[0] for m, counts in far_out.items() if counts[0] > 0}
+    if not above:
+        sentence = (f"No restart stands out: none ends far above the rest (beyond {fence}), and the best restart "
+                    f"exceeds the median by at most {excess} of the median, so no random start found a perturbation "
+                    "much worse than what a typical PGD run finds.")
+    else:
+        sentence = ("Some restarts stand out: " + " and ".join(f"{n:,} of {restarts[m]:,} ({m})" for m, n in above.items())
+                    + f" end far above the rest (beyond {fence}), and the best restart exceeds the median by up to "
+                    f"{excess} of the median, so here a typical PGD run is not as good as the best of many.")
+    below = {m: counts[1] for m, counts in far_out.items() if counts[1] > 0}
+    if not below:
+        return sentence + " None ends far below the rest either."
+    return (sentence + " Below the bulk, " + " and ".join(f"{n / restarts[m]:.2%} ({m})" for m, n in below.items())
+            + " of the restarts end far lower than the rest (beyond the lower fence): runs that stopped at a much "
+            "lower maximum.")
 
 
 def levels_off(first: float, last: float, *, previous: float, tolerance: float = 0.02) -> str:

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from advcore.attacks import pgd
-from advcore.landscape import Landscape, _NOISE_BLOCK, cluster_perturbations, distinct_maxima, pgd_landscape
+from advcore.landscape import (
+    Landscape,
+    _NOISE_BLOCK,
+    cluster_perturbations,
+    distinct_maxima,
+    far_out_restarts,
+    pgd_landscape,
+)
 
 CLASSES = 4
 
@@ -99,6 +106,40 @@ def test_loss_spread_is_ordered() -> None:
     spread = result.loss_spread()
     for e in range(2):
         assert spread["min"][e] <= spread["q05"][e] <= spread["median"][e] <= spread["q95"][e] <= spread["max"][e]
+
+
+def lognormal_losses(n: int = 100_000, *, median: float = 0.05) -> torch.Tensor:
+    return median * torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64).mul(0.8).exp()
+
+
+def test_far_out_restarts_finds_none_in_a_lognormal_bulk() -> None:
+    # log-normal losses: a restart crosses a far-out fence about once in 10^6 by chance
+    above, below = far_out_restarts(lognormal_losses())
+    assert above <= 1 and below <= 1
+
+
+def test_far_out_restarts_finds_a_planted_outlier_on_either_side() -> None:
+    losses = lognormal_losses(10_000)
+    high = torch.cat([losses, losses.max()[None] * 100])
+    low = torch.cat([losses, losses.min()[None] / 100, torch.zeros(1)])  # 0: float32 underflow, far below
+    assert far_out_restarts(high)[0] == far_out_restarts(losses)[0] + 1
+    assert far_out_restarts(low)[1] == far_out_restarts(losses)[1] + 2
+
+
+def test_far_out_restarts_does_not_depend_on_the_scale_of_the_losses() -> None:
+    # judged on log losses: a robust model's losses, orders of magnitude lower, are judged alike
+    losses = torch.cat([lognormal_losses(10_000), torch.tensor([40.0, 0.0001])])
+    assert far_out_restarts(losses) == far_out_restarts(losses * 1e-4) == far_out_restarts(losses.numpy() * 1e3)
+    assert far_out_restarts(losses) >= (1, 1)
+
+
+def test_far_out_restarts_rejects_what_is_not_a_loss() -> None:
+    with pytest.raises(ValueError, match="at least 4"):
+        far_out_restarts(torch.ones(3))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        far_out_restarts(torch.tensor([1.0, 2.0, -1.0, 3.0]))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        far_out_restarts(torch.tensor([1.0, 2.0, float("nan"), 3.0]))
 
 
 # --------------------------------------------------------------------------- distinct maxima

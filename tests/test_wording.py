@@ -65,9 +65,14 @@ def test_plateau_verdict_both_outcomes() -> None:
 
 
 def test_concentration_verdict_both_outcomes() -> None:
-    assert wording.concentration_verdict({"plain": 0.1, "PGD-trained": 0.3}).startswith("No restart stands out")
-    loud = wording.concentration_verdict({"plain": 0.1, "PGD-trained": 2.0})
-    assert loud.startswith("Some restarts stand out") and "PGD-trained" in loud
+    restarts = {"plain": 1000, "PGD-trained": 1000}
+    quiet = wording.concentration_verdict({"plain": (0, 0), "PGD-trained": (0, 0)}, {"plain": 0.1, "PGD-trained": 3.0},
+                                          restarts=restarts)
+    assert quiet.startswith("No restart stands out") and "300% (PGD-trained)" in quiet and quiet.endswith("either.")
+    loud = wording.concentration_verdict({"plain": (0, 20), "PGD-trained": (3, 0)}, {"plain": 0.1, "PGD-trained": 2.0},
+                                         restarts=restarts)
+    assert loud.startswith("Some restarts stand out: 3 of 1,000 (PGD-trained) end far above")
+    assert "(plain)" not in loud.split(" end far above")[0] and "2.00% (plain) of the restarts end far lower" in loud
 
 
 def test_levels_off_reports_the_direction() -> None:
