@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -118,6 +119,49 @@ def test_cells_that_only_print_sentences_or_paper_tables_are_collapsed(notebook:
         if (prints_a_sentence or paper_table) and not COLLAPSED & set(cell["metadata"].get("tags", [])):
             visible.append(f"cell {index} ({cell.get('id')})")
     assert not visible, f"{notebook.name}: tag these cells hide-input: {visible}"
+
+
+def _calls(node: ast.AST, *, skip_definitions: bool) -> set[str]:
+    """Names called under `node` (`plt.show` as "plt.show"), not looking inside function definitions if asked."""
+    names, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if skip_definitions and current is not node and isinstance(current, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if isinstance(current, ast.Call):
+            func = current.func
+            if isinstance(func, ast.Name):
+                names.add(func.id)
+            elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                names.add(f"{func.value.id}.{func.attr}")
+        stack.extend(ast.iter_child_nodes(current))
+    return names
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_cell_that_draws_a_figure_has_a_caption_and_alt_text(notebook: Path) -> None:
+    """Static, so that it also covers branches the smoke build does not take (a committed result
+    present or not, CIFAR-10 available or not): a figure gets its caption and alt text from its
+    cell's `mystnb` metadata, and the browser check can only see the figures its build drew."""
+    cells = [cell for cell in json.loads(notebook.read_text())["cells"] if cell["cell_type"] == "code"]
+    trees = []
+    for cell in cells:
+        try:  # IPython magics (the Colab install cell) are not Python; those cells draw nothing
+            trees.append(ast.parse("".join(cell["source"])))
+        except SyntaxError:
+            trees.append(ast.Module(body=[], type_ignores=[]))
+    definitions = {node.name: node for tree in trees for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    drawers, grown = {"plt.show"}, True
+    while grown:  # a function that calls a function that draws, draws
+        found = {name for name, node in definitions.items() if _calls(node, skip_definitions=False) & drawers}
+        grown, drawers = not found <= drawers, drawers | found
+    missing = []
+    for cell, tree in zip(cells, trees):
+        if _calls(tree, skip_definitions=True) & drawers:
+            mystnb = cell["metadata"].get("mystnb", {})
+            if not (mystnb.get("figure", {}).get("caption") and mystnb.get("image", {}).get("alt")):
+                missing.append(cell.get("id"))
+    assert not missing, f"{notebook.name}: cells {missing} draw a figure; give them mystnb figure.caption and image.alt"
 
 
 @pytest.mark.book
