@@ -88,9 +88,6 @@ class Run:
     zoo_name: str
     profile: str = "gpu"
     precision: str | None = None  # None: float32 (bfloat16 pays only with AVX-512 BF16/AMX or on CUDA)
-    # Whether the cpu/gpu profiles' zoo.get loads the finished run instead of training the entry.
-    # Off for Part II's CNNs until chapters 7-11 describe a committed model (they speak of short runs).
-    replaces_zoo_entry: bool = True
     # The zoo entry the finished run replaces (None: its own, zoo_name): a run of another recipe
     # can stand in for an entry the chapters use (cnn_pgd_fast for cnn_pgd). A run that replaces an
     # entry is registered in RUNS under its zoo_name.
@@ -115,11 +112,11 @@ class Run:
 #: ``gpu`` profile: Madry et al.'s schedule for the CNN (PGD 40 x 0.01 at eps 0.3, Adam 1e-4,
 #: batch 50, 91 epochs over 55,000 images, 5,000 held out).
 RUNS: dict[str, Run] = {
-    "cnn": Run("cnn", replaces_zoo_entry=False),
-    "cnn_pgd": Run("cnn_pgd", replaces_zoo_entry=False),
+    "cnn": Run("cnn"),
+    "cnn_pgd": Run("cnn_pgd"),
     # What a CPU can afford (Madry et al.'s schedule is ~90 CPU hours here): PGD-40 training after
     # a warm start of one-step FGSM training (Wong et al. 2020); see advcore.zoo._cnn_fast_start.
-    "cnn_pgd_fast": Run("cnn_pgd_fast", replaces_zoo_entry=False, zoo_entry="cnn_pgd", profiles_replaced=("cpu",)),
+    "cnn_pgd_fast": Run("cnn_pgd_fast", zoo_entry="cnn_pgd", profiles_replaced=("cpu",)),
     # Part I (Goodfellow et al. 2015): the maxout networks' paper-scale recipe (the gpu profile's:
     # SGD with momentum, max-norm, dropout, 200 epochs; see advcore.zoo._maxout), softmax regression
     # and the sigmoid / ReLU networks of the hidden-layer experiment (Adam, 55,000 images).

@@ -387,7 +387,7 @@ def committed_run(name: str, *, profile: Profile | str | None = None) -> "longru
     if not prof.committed_runs:
         return None
     for run_name, run in longrun.RUNS.items():
-        if not (run.replaces_zoo_entry and run_name == run.zoo_name and name in (run.zoo_name, run.zoo_entry)
+        if not (run_name == run.zoo_name and name in (run.zoo_name, run.zoo_entry)
                 and (run.profiles_replaced is None or prof.name in run.profiles_replaced)):
             continue
         try:
