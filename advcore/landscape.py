@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -155,7 +156,9 @@ def pgd_landscape(
         traced: restarts per example whose loss is recorded at every iteration (lecture: 20).
         keep_deltas: restarts per example whose final perturbation is kept (for
             :func:`distinct_maxima`); memory ``E * keep_deltas * C * H * W`` floats.
-        loss_fn: per-example loss ``(logits, y) -> (N,)``; default cross-entropy.
+        loss_fn: per-example loss ``(logits, y) -> (N,)``; default cross-entropy (its gradient in
+            float32, as in :func:`advcore.attacks.pgd`; the losses recorded in float64, then stored as
+            float32, so that a robust model's tiny losses do not round to 0).
         generator: ``torch.Generator`` (CPU or CUDA) for reproducible starts.
         chunk_size: rows per forward pass; default: from ``memory_budget``.
         memory_budget: bytes the activations of a chunk may take; default half the free
@@ -176,6 +179,7 @@ def pgd_landscape(
     traced = min(check_int(traced, "traced", minimum=0), restarts)
     keep_deltas = min(check_int(keep_deltas, "keep_deltas", minimum=0), restarts)
     examples, total = x.shape[0], x.shape[0] * restarts
+    loss_fn = _cross_entropy_recorded_in_float64 if loss_fn is None else loss_fn
     if chunk_size is None:
         chunk_size = _chunk_size_for_budget(model, x, memory_budget)
     chunk_size = min(check_int(chunk_size, "chunk_size", minimum=1), total)
@@ -228,6 +232,20 @@ def _store_subset(out: Tensor, values: Tensor, example: Tensor, restart: Tensor,
     keep = restart < first
     if bool(keep.any()):
         out[example[keep].cpu(), restart[keep].cpu()] = values[keep].detach().to(out.dtype).cpu()
+
+
+def _cross_entropy_recorded_in_float64(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-example cross-entropy ``(N,)`` whose *value* is computed in float64 and whose *gradient* is
+    float32 cross-entropy's, bit for bit (so the attack is :func:`advcore.attacks.pgd`'s).
+
+    Why: a well-trained robust model's loss under PGD can sit below float32's resolution near 1
+    (``log(1 + x)`` rounds to 0 for ``x`` below about 6e-8, and to multiples of 1.19e-7 above), so
+    float32 records many restarts at exactly 0 and the histogram of Madry et al.'s App. A loses
+    its shape. The float32 logits hold the information; only the recorded value needs float64.
+    """
+    loss32 = F.cross_entropy(logits, y, reduction="none")
+    loss64 = F.cross_entropy(logits.detach().double(), y, reduction="none")
+    return loss32 + (loss64 - loss32.detach())  # value: loss64; gradient: loss32's
 
 
 class _StartStream:

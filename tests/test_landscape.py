@@ -64,6 +64,27 @@ def test_every_restart_is_pgd_from_its_random_start() -> None:
         torch.testing.assert_close(x_adv - x, result.final_deltas[:, restart], atol=1e-5, rtol=0)
 
 
+def test_a_loss_below_float32_resolution_is_recorded_not_rounded_to_zero() -> None:
+    """A model with a margin of about 25 on the true class (a well-trained robust CNN under PGD can have
+    such margins): float32 cross-entropy is exactly 0, the recorded loss is the float64 one."""
+    x, _ = examples(2)
+    y = torch.tensor([1, 1])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, CLASSES))
+    with torch.no_grad():
+        model[1].weight.mul_(0.01)
+        model[1].bias.zero_()[1] = 25.0  # the examples' class
+    result = run(model, x, y, generator=torch.Generator().manual_seed(0))
+    x_adv = x[:, None] + result.final_deltas
+    with torch.no_grad():
+        logits = torch.stack([model(x_adv[e]) for e in range(2)])  # (2, 16, CLASSES)
+    labels = y[:, None].expand(2, 16)
+    float32 = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    float64 = F.cross_entropy(logits.flatten(0, 1).double(), labels.flatten(), reduction="none")
+    assert (float32 == 0).all() and (float64 > 0).all()  # the case this is about
+    torch.testing.assert_close(result.final_losses[:, :16].double(), float64.view(2, 16), rtol=1e-4, atol=0)
+    assert (result.traces > 0).all()
+
+
 def test_the_result_does_not_depend_on_the_chunk_size() -> None:
     model, (x, y) = cnn(), examples(3)
     whole = run(model, x, y, generator=torch.Generator().manual_seed(1))
