@@ -768,9 +768,10 @@ def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
     pieces = [piece for scape in scapes.values() for piece in scape["pieces"].values() if piece["image"] in complete]
     commits = sorted({(piece.get("git_commit") or "unknown")[:7] for piece in pieces})
     devices = sorted({piece["device"] for piece in pieces})
+    cpu_hours, wall_hours = (sum(p[key] for p in pieces) / 3600 for key in ("cpu_time_s", "wall_time_s"))
     description = (f"{settings['restarts']:,} restarts x {settings['steps']} PGD steps of {settings['step_size']:g} "
-                   f"per image, float32, on {' and '.join(devices)}: {sum(p['cpu_time_s'] for p in pieces) / 3600:.1f} "
-                   f"CPU hours ({sum(p['wall_time_s'] for p in pieces) / 3600:.1f} h wall time) in {len(pieces)} "
+                   f"per image, attack in float32, on {' and '.join(devices)}: {cpu_hours:.1f} "
+                   f"CPU hours ({wall_hours:.1f} h wall time) in {len(pieces)} "
                    f"pieces, at commit{'s' * (len(commits) > 1)} {', '.join(commits)}")
     data = {"models": list(scapes), "zoo_names": [_run(plain).zoo_name, _run(robust).zoo_name], "examples": complete,
             "labels": [scapes["plain"]["images"][k]["label"] for k in complete],

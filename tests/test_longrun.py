@@ -225,7 +225,7 @@ def test_two_runs_complete_landscapes_are_shown_side_by_side_for_chapter_8(tiny_
     plain, robust = (longrun.load_landscape(run, root=tiny_run)["images"][1] for run in ("tiny", "tiny_robust"))
     assert (shown["final_losses"][1, 0] == robust["final_losses"]).all()
     assert (shown["traces"][0, 0] == plain["traces"]).all() and shown["labels"] == [plain["label"]]
-    assert shown.describe().startswith("8 restarts x 3 PGD steps of 0.1 per image, float32")
+    assert shown.describe().startswith("8 restarts x 3 PGD steps of 0.1 per image, attack in float32")
     assert "h wall time) in 4 pieces" in shown.describe()
 
     # a landscape of weights that are no longer the run's committed ones is not shown
