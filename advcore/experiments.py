@@ -66,8 +66,9 @@ __all__ = [
 ]
 
 CIFAR_EVAL_STEP = 2 / 255  # Madry et al.'s CIFAR-10 evaluation: PGD steps of 2/255
-FORMAT = 3  # bump when a change makes cached pieces invalid (2: every evaluation seeds its own PGD starts;
-# 3: pieces carry a checksum, their key and their compute time)
+FORMAT = 4  # bump when a change makes cached pieces invalid (2: every evaluation seeds its own PGD starts;
+# 3: pieces carry a checksum, their key and their compute time; 4: landscape losses recorded in float64
+# and kept in float32, no longer float16, which rounds a robust model's losses of 1e-8 to 0)
 
 #: The two models every Part II comparison is about: label in the figures -> zoo name.
 MNIST_MODELS = {"plain": "cnn", "PGD-trained": "cnn_pgd"}
@@ -216,7 +217,9 @@ def _landscape_piece(model: nn.Module, x: torch.Tensor, y: torch.Tensor, setting
     off_diagonal = maxima.cosine[~torch.eye(maxima.cosine.shape[0], dtype=torch.bool)]
     sizes = maxima.cluster_sizes[:5] + [0] * (5 - len(maxima.cluster_sizes[:5]))
     return {
-        "final_losses": scape.final_losses[0].half(),  # float16: 2 bytes per restart keeps 10^5 small
+        # float32, not float16: a robust model's losses under attack go down to 1e-10 (float16 keeps
+        # nothing below 6e-8 and only a few digits below 6e-5); 4 bytes per restart is 0.4 MB per 10^5
+        "final_losses": scape.final_losses[0].float(),
         "traces": scape.traces[0].float(),
         "class_counts": torch.bincount(scape.final_predictions[0], minlength=10)[:10],
         "deltas": scape.final_deltas[0, :SHOWN_DELTAS].half(),
@@ -243,7 +246,7 @@ def landscape(profile: Profile | str | None = None, *, device: torch.device | st
     Returns:
         A dict with ``models`` (labels), ``zoo_names``, ``examples`` (test-set indices),
         ``labels``, the PGD ``settings`` and arrays, ``M`` models by ``E`` examples:
-        ``final_losses (M, E, R)`` float16, ``traces (M, E, T, steps + 1)``,
+        ``final_losses (M, E, R)`` float32, ``traces (M, E, T, steps + 1)``,
         ``class_counts (M, E, 10)`` (class predicted at the final iterates), ``deltas
         (M, E, 8, 1, 28, 28)`` (eight final perturbations), ``images (E, 1, 28, 28)``,
         ``n_clusters``, ``largest_cluster (M, E)`` (fractions), ``cosine_hist (M, E, 40)``
@@ -284,7 +287,7 @@ def landscape(profile: Profile | str | None = None, *, device: torch.device | st
         "labels": [int(y_all[i]) for i in chosen],
         "settings": settings,
         "images": x_all[chosen].numpy().astype(np.float16),
-        "final_losses": stack("final_losses", np.float16),
+        "final_losses": stack("final_losses", np.float32),
         "traces": stack("traces", np.float32),
         "class_counts": stack("class_counts", np.int64),
         "deltas": stack("deltas", np.float16),

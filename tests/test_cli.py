@@ -82,7 +82,7 @@ def test_run_landscape_writes_results_that_load_back(tmp_path):
     assert (result["class_counts"].sum(-1) == profile.landscape_restarts).all()
 
     shown = _cli("show", "landscape", "--profile", "smoke", "--root", str(tmp_path))
-    assert shown.returncode == 0 and "final_losses: array float16" in shown.stdout
+    assert shown.returncode == 0 and "final_losses: array float32" in shown.stdout
 
     # Run again: the finished pieces (one per model and example) come from the cache.
     pieces = list((Path(os.environ["ADVCORE_CACHE"]) / "experiments" / "smoke" / "landscape").glob("*.pt"))

@@ -67,3 +67,23 @@ def test_a_resumed_run_reports_what_its_cached_pieces_cost(tmp_path, monkeypatch
     assert resumed["computed"] == 0 and resumed["from_cache"] == 1
     assert resumed["from_cache_seconds"] == first["computed_seconds"]  # the time it took then
     assert outer["computed"] == outer["from_cache"] == 1
+
+
+def test_the_landscape_experiment_keeps_a_robust_models_tiny_losses():
+    # A robust model's losses under attack reach 1e-10 (chapter 8, committed PGD-trained CNN); the
+    # experiment once kept them in float16, which rounds everything below 6e-8 to 0.
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        model[1].weight.mul_(0.001)
+        model[1].bias.zero_()[3] = 20.0  # margin about 20 on class 3: cross-entropy about 9 e^-20 = 2e-8
+    x, y = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([3])
+    settings = {"eps": 0.3, "step_size": 0.1, "steps": 3, "restarts": 8, "traced": 2, "keep_deltas": 8}
+    piece = experiments._landscape_piece(model, x, y, settings, seed=0, device=torch.device("cpu"), progress=False)
+    losses = piece["final_losses"].double()
+    assert (losses > 1e-9).all() and (losses < 1e-7).all()  # float16 would hold 0 or 6e-8 here
+    with torch.no_grad():
+        clean = nn.functional.cross_entropy(model(x).double(), y)
+    assert losses.max() < 2 * clean  # the attack moves the loss by a factor, not orders of magnitude
