@@ -766,13 +766,18 @@ def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
     if not complete:
         return None
     pieces = [piece for scape in scapes.values() for piece in scape["pieces"].values() if piece["image"] in complete]
-    commits = sorted({(piece.get("git_commit") or "unknown")[:7] for piece in pieces})
+    # the pieces' commits in the order the pieces were made; many pieces name many commits (each piece's
+    # checkout was at the latest result commit), so a long list shows its first and last
+    by_time = sorted(pieces, key=lambda piece: piece.get("created_utc") or "")
+    commits = list(dict.fromkeys((piece.get("git_commit") or "unknown")[:7] for piece in by_time))
+    made_at = (f"{len(commits)} commits from {commits[0]} to {commits[-1]}" if len(commits) > 3 else
+               ("commits " if len(commits) > 1 else "commit ") + ", ".join(commits))
     devices = sorted({piece["device"] for piece in pieces})
     cpu_hours, wall_hours = (sum(p[key] for p in pieces) / 3600 for key in ("cpu_time_s", "wall_time_s"))
     description = (f"{settings['restarts']:,} restarts x {settings['steps']} PGD steps of {settings['step_size']:g} "
                    f"per image, attack in float32, on {' and '.join(devices)}: {cpu_hours:.1f} "
                    f"CPU hours ({wall_hours:.1f} h wall time) in {len(pieces)} "
-                   f"pieces, at commit{'s' * (len(commits) > 1)} {', '.join(commits)}")
+                   f"pieces, at {made_at}")
     data = {"models": list(scapes), "zoo_names": [_run(plain).zoo_name, _run(robust).zoo_name], "examples": complete,
             "labels": [scapes["plain"]["images"][k]["label"] for k in complete],
             "settings": {key: settings[key] for key in ("eps", "step_size", "steps", "restarts", "traced")}}

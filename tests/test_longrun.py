@@ -8,6 +8,7 @@ piece takes a second; the paper-scale runs use the same code with the ``gpu`` re
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -227,6 +228,7 @@ def test_two_runs_complete_landscapes_are_shown_side_by_side_for_chapter_8(tiny_
     assert (shown["traces"][0, 0] == plain["traces"]).all() and shown["labels"] == [plain["label"]]
     assert shown.describe().startswith("8 restarts x 3 PGD steps of 0.1 per image, attack in float32")
     assert "h wall time) in 4 pieces" in shown.describe()
+    assert re.search(r"at commits? [0-9a-f]{7}(, [0-9a-f]{7}){0,2}$|at commit unknown$", shown.describe())
 
     # a landscape of weights that are no longer the run's committed ones is not shown
     longrun.run_dir("tiny_robust", root=tiny_run).joinpath("run.json").unlink()

@@ -66,9 +66,16 @@ def test_plateau_verdict_both_outcomes() -> None:
 
 def test_concentration_verdict_both_outcomes() -> None:
     restarts = {"plain": 1000, "PGD-trained": 1000}
-    quiet = wording.concentration_verdict({"plain": (0, 0), "PGD-trained": (0, 0)}, {"plain": 0.1, "PGD-trained": 3.0},
+    quiet = wording.concentration_verdict({"plain": (0, 0), "PGD-trained": (0, 0)}, {"plain": 0.1, "PGD-trained": 0.3},
                                           restarts=restarts)
-    assert quiet.startswith("No restart stands out") and "300% (PGD-trained)" in quiet and quiet.endswith("either.")
+    assert quiet.startswith("No restart stands out") and "30% (PGD-trained)" in quiet and quiet.endswith("either.")
+    assert "much worse than what a typical PGD run finds" in quiet
+    # no outlier on the log scale, yet the best restart at 4 times the median: not "no worse than typical"
+    broad = wording.concentration_verdict({"plain": (0, 0), "PGD-trained": (0, 0)}, {"plain": 0.1, "PGD-trained": 3.0},
+                                          restarts=restarts)
+    assert broad.startswith("No restart is an outlier") and "300% (PGD-trained)" in broad
+    assert "PGD-trained model the best of many restarts reaches 4.0 times" in broad and "plain model" not in broad
+    assert "much worse than what a typical" not in broad and broad.endswith("either.")
     loud = wording.concentration_verdict({"plain": (0, 20), "PGD-trained": (3, 0)}, {"plain": 0.1, "PGD-trained": 2.0},
                                          restarts=restarts)
     assert loud.startswith("Some restarts stand out: 3 of 1,000 (PGD-trained) end far above")
