@@ -483,6 +483,20 @@ def robust_training(profile: Profile | str | None = None, *, device: torch.devic
 RUN_EVALUATION_NAMES = {"fgsm": "FGSM", "pgd40": "PGD-40 (step 0.01)", "pgd100x20": "PGD-100, 20 restarts (step 0.01)"}
 
 
+def _evaluation_name(which: str, states: dict[str, tuple[dict[str, Any], dict[str, Any]]], test_examples: int) -> str:
+    """Chapter 9's column name for committed evaluation ``which`` of the runs in ``states`` (label ->
+    (state, evaluations)): it says on how many test images when not on all ``test_examples``, per
+    model when the models were evaluated on different numbers (one column for both models)."""
+    counts = {label: evaluations[which]["test_examples"] for label, (_, evaluations) in states.items()
+              if which in evaluations}
+    name = RUN_EVALUATION_NAMES[which]
+    if set(counts.values()) == {test_examples}:
+        return name
+    if len(set(counts.values())) == 1:
+        return f"{name}, {next(iter(counts.values())):,} images"
+    return f"{name}, " + " and ".join(f"{n:,} ({label})" for label, n in counts.items()) + " images"
+
+
 def robust_training_runs(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
                          root: str | Path | None = None) -> Result | None:
     """Chapter 9's view of the finished long runs ``plain`` and ``robust`` (``results/runs/``), in
@@ -537,10 +551,8 @@ def robust_training_runs(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
         rows.append({"model": label, "attack": "natural", "accuracy": 1 - final["clean_error"]})
         for which, name in RUN_EVALUATION_NAMES.items():
             if which in evaluations:
-                measured = evaluations[which]
-                if measured["test_examples"] != final["test_examples"]:
-                    name = f"{name}, {measured['test_examples']:,} images"
-                rows.append({"model": label, "attack": name, "accuracy": 1 - measured["attack_error"]})
+                rows.append({"model": label, "attack": _evaluation_name(which, states, final["test_examples"]),
+                             "accuracy": 1 - evaluations[which]["attack_error"]})
     part.update(accuracy=rows, epochs=epochs, recipes=recipes, train_seconds=train_seconds,
                 test_examples=states["plain"][0]["final"]["test_examples"])
     pieces = [piece for state, _ in states.values() for piece in state["pieces"]]

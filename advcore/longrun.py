@@ -792,24 +792,74 @@ def landscape_result(*, plain: str = "cnn", robust: str = "cnn_pgd_fast",
 #: Madry et al.'s evaluation of the MNIST networks (ICLR 2018, Sec. 4 and Table 1; the paper's
 #: figures: ``papers.number("madry.mnist.pgd40")`` and ``"madry.mnist.pgd100_restarts20"``): PGD of
 #: 0.01 at eps = 0.3 from a random start, 40 steps, and 100 steps with 20 restarts; and on how many
-#: MNIST test images we run each (the paper: all 10,000; PGD-100 x 20 on 1,000 images is about
-#: 2 million gradient steps: 83.5 CPU minutes for `cnn` on one AVX2 EPYC core, measured).
+#: MNIST test images each piece runs (the paper: all 10,000). PGD-100 x 20 on 1,000 images is about
+#: 2 million gradient steps (83.5 CPU minutes for `cnn` on one AVX2 EPYC core, measured), so it is
+#: made in pieces of 1,000 images that :func:`evaluate_run` with ``extend=True`` adds one at a time.
 EVALUATIONS: dict[str, tuple[AttackSpec, int]] = {
     "fgsm": (AttackSpec("fgsm", MADRY_EPS), 10_000),
     "pgd40": (AttackSpec("pgd", MADRY_EPS, MADRY_STEP, 40), 10_000),
     "pgd100x20": (AttackSpec("pgd", MADRY_EPS, MADRY_STEP, 100, restarts=20), 1_000),
 }
 
+#: What each piece of an evaluation records, beside its counts (the whole evaluation's fields of
+#: the same names describe its latest piece; its times are the pieces' sums).
+_PIECE_PROVENANCE = ("threads", "device", "torch", "git_commit", "created_utc")
+
 
 def _evaluations_path(name: str, root: str | Path | None) -> Path:
     return run_dir(name, root=root) / "evaluations.json"
 
 
+def _evaluation_pieces(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pieces of one evaluation record: contiguous runs of test images ``first ...
+    first + test_examples - 1`` with their error counts. A record made in one go before pieces
+    existed is its own single piece (its rates times its image count are whole numbers)."""
+    if "pieces" in result:
+        return result["pieces"]
+    n = result["test_examples"]
+    return [{"first": 0, "test_examples": n, "seed": 0, "clean_errors": round(result["clean_error"] * n),
+             "attack_errors": round(result["attack_error"] * n),
+             "attack_confidence": result["attack_confidence"], "wall_time_s": result["wall_time_s"],
+             "cpu_time_s": result["cpu_time_s"], **{key: result[key] for key in _PIECE_PROVENANCE}}]
+
+
+def _errors(measured: EvalResult) -> int:
+    """How many of the evaluated images ``measured`` misclassified."""
+    return int((measured.predictions != measured.labels).sum())
+
+
+def _combined(attack: str, pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """One evaluation's record from its pieces: rates over all their images, summed times."""
+    n = sum(piece["test_examples"] for piece in pieces)
+    return {"attack": attack, "test_examples": n,
+            "clean_error": sum(piece["clean_errors"] for piece in pieces) / n,
+            "attack_error": sum(piece["attack_errors"] for piece in pieces) / n,
+            "attack_confidence": sum(piece["attack_confidence"] * piece["test_examples"] for piece in pieces) / n,
+            "wall_time_s": round(sum(piece["wall_time_s"] for piece in pieces), 1),
+            "cpu_time_s": round(sum(piece["cpu_time_s"] for piece in pieces), 1),
+            **{key: pieces[-1][key] for key in _PIECE_PROVENANCE}, "pieces": pieces}
+
+
+def _check_pieces(which: str, result: dict[str, Any]) -> None:
+    """A pieced evaluation's rates are its pieces' counts, and the pieces tile the first images."""
+    pieces = result.get("pieces")
+    if pieces is None:
+        return
+    first = 0
+    for piece in pieces:
+        if piece["first"] != first:
+            raise ValueError(f"{which}: its pieces do not follow one another from test image 0")
+        first += piece["test_examples"]
+    combined = _combined(result["attack"], pieces)
+    if any(combined[key] != result[key] for key in ("test_examples", "clean_error", "attack_error")):
+        raise ValueError(f"{which}: its rates are not its pieces' counts")
+
+
 def load_evaluations(name: str, *, root: str | Path | None = None) -> dict[str, Any]:
     """The committed evaluations of run ``name``'s final weights (``{}`` when none): evaluation
-    name -> ``{"attack", "test_examples", "clean_error", "attack_error", ...}`` (verified; a
-    damaged file, or an evaluation of other weights than the run's committed ones, raises
-    :class:`LongRunError`)."""
+    name -> ``{"attack", "test_examples", "clean_error", "attack_error", ...}``, with ``"pieces"``
+    when it was made in pieces (verified; a damaged file, or an evaluation of other weights than
+    the run's committed ones, raises :class:`LongRunError`)."""
     path = _evaluations_path(name, root)
     if not path.exists():
         return {}
@@ -819,6 +869,8 @@ def load_evaluations(name: str, *, root: str | Path | None = None) -> dict[str, 
         if storage.SEAL not in record or record["format"] != FORMAT:
             raise ValueError("it has no seal or another format")
         weights_sha256, results = record["model"]["weights_sha256"], dict(record["results"])
+        for which, result in results.items():
+            _check_pieces(which, result)
     except (ValueError, KeyError, TypeError) as error:
         raise LongRunError(f"{path} is unreadable or damaged ({error}); restore it from git.") from error
     state = load_state(name, root=root)
@@ -828,9 +880,16 @@ def load_evaluations(name: str, *, root: str | Path | None = None) -> dict[str, 
     return results
 
 
-def evaluate_run(name: str, which: str, *, root: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_run(name: str, which: str, *, extend: bool = False, root: str | Path | None = None,
+                 progress: bool = True) -> dict[str, Any]:
     """Run evaluation ``which`` (:data:`EVALUATIONS`) on the finished run's committed float16 weights,
-    write it into ``evaluations.json`` beside the run (atomically, sealed, with provenance) and return it."""
+    write it into ``evaluations.json`` beside the run (atomically, sealed, with provenance) and return it.
+
+    Each call evaluates one piece of the evaluation's size (:data:`EVALUATIONS`) of MNIST test
+    images: the first ones, replacing an earlier ``which``; or, with ``extend``, the next ones
+    after those already evaluated, added to them (a long evaluation made in pieces that each finish
+    and are committed; the random starts of the piece from test image ``k`` are seeded with ``k``).
+    """
     from advcore.evaluate import evaluate
 
     if which not in EVALUATIONS:
@@ -841,17 +900,27 @@ def evaluate_run(name: str, which: str, *, root: str | Path | None = None, progr
                            f"(`python -m advcore.longrun status {name}` says how far it is).")
     earlier = load_evaluations(name, root=root)  # a damaged file fails now, not after the attack
     spec, examples = EVALUATIONS[which]
+    pieces = _evaluation_pieces(earlier[which]) if extend and which in earlier else []
+    if pieces and earlier[which]["attack"] != spec.describe():
+        raise LongRunError(f"The committed {which!r} of {name!r} used another attack ({earlier[which]['attack']}); "
+                           f"evaluate it afresh, without extend.")
+    first = sum(piece["test_examples"] for piece in pieces)
+    images, labels = data.load_mnist("test").tensors
+    if first >= len(labels):
+        raise LongRunError(f"Evaluation {which!r} of {name!r} already covers all {len(labels):,} test images.")
+    test = (images[first:first + examples], labels[first:first + examples])
     model = load_weights(name, root=root)
-    test = data.load_mnist("test", limit=examples)
     started, cpu_started = time.perf_counter(), time.process_time()
     clean = evaluate(model, test, progress=progress)
-    attacked = evaluate(model, test, attack=spec.seeded(0, "cpu"), progress=progress)
+    attacked = evaluate(model, test, attack=spec.seeded(first, "cpu"), progress=progress)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    result = {"attack": spec.describe(), "test_examples": clean.n, "clean_error": clean.error_rate,
-              "attack_error": attacked.error_rate, "attack_confidence": attacked.mean_confidence,
-              "wall_time_s": round(wall, 1), "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
-              **{k: v for k, v in provenance(profile=_run(name).profile, wall_time_s=wall).items()
-                 if k in ("device", "torch", "git_commit", "created_utc")}}
+    made = provenance(profile=_run(name).profile, wall_time_s=wall)
+    pieces.append({"first": first, "test_examples": clean.n, "seed": first,
+                   "clean_errors": _errors(clean), "attack_errors": _errors(attacked),
+                   "attack_confidence": attacked.mean_confidence, "wall_time_s": round(wall, 1),
+                   "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
+                   **{key: made[key] for key in ("device", "torch", "git_commit", "created_utc")}})
+    result = _combined(spec.describe(), pieces)
     record = {"format": FORMAT, "model": {"run": name, "weights_sha256": _weights_sha256(state)},
               "results": {**earlier, which: result}}
     storage.atomic_write_bytes(_evaluations_path(name, root), json.dumps(storage.seal(record), indent=1).encode())
@@ -883,6 +952,8 @@ def main(argv: list[str] | None = None) -> int:
     judge = commands.add_parser("evaluate", help="the paper's evaluation of a finished run's weights")
     judge.add_argument("run", choices=sorted(RUNS))
     judge.add_argument("--attack", choices=sorted(EVALUATIONS), required=True)
+    judge.add_argument("--extend", action="store_true",
+                       help="evaluate the next test images after those already evaluated and add them")
     judge.add_argument("--threads", type=int, default=None)
     judge.add_argument("--root", default=None)
     judge.add_argument("--commit", action="store_true", help="git add and commit evaluations.json when done")
@@ -912,12 +983,16 @@ def main(argv: list[str] | None = None) -> int:
                             f"{args.image}, block {block} ({piece['wall_time_s'] / 60:.0f} min)")
         return 0
     if args.command == "evaluate":
-        result = evaluate_run(args.run, args.attack, root=args.root)
-        print(f"{args.run}: {result['attack']} on {result['test_examples']:,} test images: accuracy "
-              f"{1 - result['attack_error']:.2%} (clean {1 - result['clean_error']:.2%}) in "
-              f"{result['wall_time_s'] / 60:.1f} min ({result['cpu_time_s'] / 60:.1f} CPU min)", flush=True)
+        result = evaluate_run(args.run, args.attack, extend=args.extend, root=args.root)
+        piece = result["pieces"][-1]
+        images = f"test images {piece['first']:,}-{piece['first'] + piece['test_examples'] - 1:,}"
+        print(f"{args.run}: {result['attack']} on {images}: accuracy {1 - piece['attack_errors'] / piece['test_examples']:.2%} "
+              f"in {piece['wall_time_s'] / 60:.1f} min ({piece['cpu_time_s'] / 60:.1f} CPU min); on all "
+              f"{result['test_examples']:,} evaluated: {1 - result['attack_error']:.2%} "
+              f"(clean {1 - result['clean_error']:.2%})", flush=True)
         if args.commit:
-            _git_commit(_evaluations_path(args.run, args.root), f"results/runs/{args.run}: evaluation {args.attack}")
+            _git_commit(_evaluations_path(args.run, args.root),
+                        f"results/runs/{args.run}: evaluation {args.attack}, {images}")
         return 0
     for _ in range(args.pieces):
         entry = run_piece(args.run, epochs=args.epochs, root=args.root)

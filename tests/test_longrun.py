@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from advcore import longrun, zoo
+from advcore import longrun, storage, zoo
 
 
 @pytest.fixture()
@@ -136,6 +136,58 @@ def test_the_papers_evaluation_is_of_the_finished_runs_weights_and_verified(tiny
             longrun.evaluate_run("tiny", "pgd40", root=tiny_run, progress=False)
     with pytest.raises(KeyError, match="pgd100x20"):
         longrun.evaluate_run("tiny", "pgd20", root=tiny_run)
+
+
+def test_a_long_evaluation_is_made_in_pieces_that_add_up(tiny_run, monkeypatch, capsys) -> None:
+    """``extend`` evaluates the next test images (random starts seeded with the first one's index)
+    and the record's rates are the pieces' counts; a piece edited by hand is found."""
+    from advcore import data
+    from advcore.evaluate import evaluate
+
+    pgd, _ = longrun.EVALUATIONS["pgd40"]
+    monkeypatch.setitem(longrun.EVALUATIONS, "pgd40", (pgd, 40))
+    longrun.run_piece("tiny", epochs=2, root=tiny_run, progress=False)
+    first = longrun.evaluate_run("tiny", "pgd40", extend=True, root=tiny_run, progress=False)  # nothing yet: images 0-39
+    both = longrun.evaluate_run("tiny", "pgd40", extend=True, root=tiny_run, progress=False)
+    model, (images, labels) = longrun.load_weights("tiny", root=tiny_run), data.load_mnist("test", limit=80).tensors
+    second = evaluate(model, (images[40:], labels[40:]), attack=pgd.seeded(40, "cpu"), progress=False)
+    assert [piece["first"] for piece in both["pieces"]] == [0, 40] and both["test_examples"] == 80
+    assert both["pieces"][0] == first["pieces"][0]
+    assert both["pieces"][1]["attack_errors"] == round(second.error_rate * 40)
+    assert both["attack_error"] == (first["pieces"][0]["attack_errors"] + both["pieces"][1]["attack_errors"]) / 80
+    assert longrun.load_evaluations("tiny", root=tiny_run)["pgd40"] == both
+    again = longrun.evaluate_run("tiny", "pgd40", root=tiny_run, progress=False)  # without extend: made afresh
+    assert again["test_examples"] == 40 and again["pieces"][0]["attack_errors"] == first["pieces"][0]["attack_errors"]
+    assert longrun.main(["evaluate", "tiny", "--attack", "pgd40", "--extend", "--root", str(tiny_run)]) == 0
+    assert re.search(r"on test images 40-79: accuracy .*; on all 80 evaluated: ", capsys.readouterr().out)
+
+    fgsm, _ = longrun.EVALUATIONS["fgsm"]
+    monkeypatch.setitem(longrun.EVALUATIONS, "fgsm", (fgsm, 6_000))
+    for _ in range(2):
+        longrun.evaluate_run("tiny", "fgsm", extend=True, root=tiny_run, progress=False)
+    assert longrun.load_evaluations("tiny", root=tiny_run)["fgsm"]["test_examples"] == 10_000
+    with pytest.raises(longrun.LongRunError, match="already covers all 10,000"):
+        longrun.evaluate_run("tiny", "fgsm", extend=True, root=tiny_run, progress=False)
+
+    path = longrun.run_dir("tiny", root=tiny_run) / "evaluations.json"
+    committed = json.loads(path.read_text())
+    committed["results"]["fgsm"]["pieces"][1]["attack_errors"] -= 1  # resealed: only the counts disagree
+    path.write_text(json.dumps(storage.seal({key: value for key, value in committed.items() if key != "sha256"})))
+    with pytest.raises(longrun.LongRunError, match="not its pieces' counts"):
+        longrun.load_evaluations("tiny", root=tiny_run)
+
+
+def test_an_evaluation_made_before_pieces_reads_as_one_piece() -> None:
+    """The committed PGD-100 x 20 record of ``cnn_pgd_fast`` predates pieces: extending it starts
+    from its counts, which its rates give exactly."""
+    old = {"attack": "PGD", "test_examples": 1000, "clean_error": 0.009, "attack_error": 0.111,
+           "attack_confidence": 0.96, "wall_time_s": 2214.6, "cpu_time_s": 4393.9, "threads": 2,
+           "device": "cpu", "torch": "2", "git_commit": "12eecca", "created_utc": "2026-12-03T15:30:56Z"}
+    (piece,) = longrun._evaluation_pieces(old)
+    assert (piece["first"], piece["clean_errors"], piece["attack_errors"]) == (0, 9, 111)
+    combined = longrun._combined("PGD", [piece])
+    assert combined.pop("attack_confidence") == pytest.approx(old.pop("attack_confidence"), rel=1e-12)
+    assert {key: combined[key] for key in old} == old
 
 
 def test_landscape_pieces_are_of_one_model(tiny_run) -> None:
@@ -282,6 +334,12 @@ def test_two_finished_runs_are_shown_in_chapter_9s_layout_with_their_evaluations
         "epochs", "training_images", "weight_updates", "pieces", "trained_on", "precision",
         "fresh_optimizer_resumes", "evaluated_on")})
     assert "in 2 pieces" in text and "except PGD-40 (step 0.01) on 50." in text
+
+    # one model's evaluation extended by a piece: one column, which says how many images each had
+    longrun.evaluate_run("tiny_robust", "pgd40", extend=True, root=tiny_run, progress=False)
+    rows = {(row["model"], row["attack"]) for row in shown()["mnist"]["accuracy"]}
+    assert {("plain", "PGD-40 (step 0.01), 50 (plain) and 100 (PGD-trained) images"),
+            ("PGD-trained", "PGD-40 (step 0.01), 50 (plain) and 100 (PGD-trained) images")} <= rows
 
 
 def test_the_command_line_prints_a_summary_per_piece_and_the_status(tiny_run, capsys) -> None:
