@@ -1202,8 +1202,10 @@ def _evaluate_epoch(run: _Run, started: float, bar: Any) -> None:
     for key, value in row.items():
         run.history.epochs[key].append(value)
     run.diverging = run.diverging or _warn_if_diverging(run.history)
-    bar.set_postfix(epoch=epoch + 1, train_adv_acc=f"{train_metrics[3]:.3f}",
-                    val_acc=f"{val_metrics[1]:.3f}", val_adv_acc=f"{val_metrics[3]:.3f}")
+    # Only what this epoch measured: a run without validation data (e.g. a surrogate trained on
+    # the validation tail) or without a monitor attack shows no "nan" columns.
+    shown = {"train_adv_acc": train_metrics[3], "val_acc": val_metrics[1], "val_adv_acc": val_metrics[3]}
+    bar.set_postfix(epoch=epoch + 1, **{key: f"{value:.3f}" for key, value in shown.items() if not math.isnan(value)})
 
 
 def _early_stopping(run: _Run) -> bool:

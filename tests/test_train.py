@@ -61,6 +61,15 @@ def fit(model, train_set, objective, **options) -> train.History:
     return train.train(model, train_set, objective=objective, monitor=FGSMAttack(EPS), **options)
 
 
+def test_the_progress_bar_shows_only_what_an_epoch_measured(mnist, capsys) -> None:
+    """Without validation data the bar has no ``val_acc=nan`` (zoo's surrogate_mlp had one)."""
+    train_set, val_set, _ = mnist
+    for val, expected in ((None, set()), (val_set, {"val_acc", "val_adv_acc"})):
+        fit(fresh_mlp(), train_set, StandardObjective(), epochs=1, progress=True, val_set=val)
+        bar = capsys.readouterr().err
+        assert "nan" not in bar and {key for key in ("val_acc", "val_adv_acc") if f"{key}=" in bar} == expected, bar
+
+
 # --------------------------------------------------------------------------- robustness orderings
 
 
