@@ -914,12 +914,11 @@ def evaluate_run(name: str, which: str, *, extend: bool = False, root: str | Pat
     clean = evaluate(model, test, progress=progress)
     attacked = evaluate(model, test, attack=spec.seeded(first, "cpu"), progress=progress)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    made = provenance(profile=_run(name).profile, wall_time_s=wall)
+    made = {**provenance(profile=_run(name).profile, wall_time_s=wall), "threads": torch.get_num_threads()}
     pieces.append({"first": first, "test_examples": clean.n, "seed": first,
                    "clean_errors": _errors(clean), "attack_errors": _errors(attacked),
                    "attack_confidence": attacked.mean_confidence, "wall_time_s": round(wall, 1),
-                   "cpu_time_s": round(cpu, 1), "threads": torch.get_num_threads(),
-                   **{key: made[key] for key in ("device", "torch", "git_commit", "created_utc")}})
+                   "cpu_time_s": round(cpu, 1), **{key: made[key] for key in _PIECE_PROVENANCE}})
     result = _combined(spec.describe(), pieces)
     record = {"format": FORMAT, "model": {"run": name, "weights_sha256": _weights_sha256(state)},
               "results": {**earlier, which: result}}
